@@ -1,0 +1,1 @@
+## docs: rules are added as the module lands.

@@ -1,0 +1,1 @@
+## examples: rules are added as the module lands.

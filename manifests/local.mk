@@ -1,0 +1,1 @@
+## manifests: rules are added as the module lands.

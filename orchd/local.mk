@@ -1,0 +1,1 @@
+## orchd: rules are added as the module lands.

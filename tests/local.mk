@@ -1,0 +1,20 @@
+## Unit tests (check): one program per module, tests/unit/test-<module>.c.
+UNIT_TESTS = \
+	tests/unit/test-units
+
+check_PROGRAMS += $(UNIT_TESTS)
+TESTS += $(UNIT_TESTS)
+
+UNIT_CPPFLAGS = $(ORCH_CPPFLAGS) $(CHECK_CFLAGS) -I$(top_srcdir)/tests/unit
+UNIT_LDADD = $(ORCH_LIBS) $(CHECK_LIBS)
+
+tests_unit_test_units_SOURCES = tests/unit/test-units.c tests/unit/testing.h
+tests_unit_test_units_CPPFLAGS = $(UNIT_CPPFLAGS)
+tests_unit_test_units_LDADD = $(UNIT_LDADD)
+
+## Integration tests: shell scripts driving real processes (root; they skip with a reason otherwise).
+SH_LOG_COMPILER = $(SHELL)
+AM_TESTS_ENVIRONMENT = \
+	top_builddir='$(abs_top_builddir)'; export top_builddir; \
+	top_srcdir='$(abs_top_srcdir)'; export top_srcdir; \
+	CK_DEFAULT_TIMEOUT=$${CK_DEFAULT_TIMEOUT:-20}; export CK_DEFAULT_TIMEOUT;
