@@ -6,6 +6,7 @@ lib_liborch_a_SOURCES = \
 	lib/json.c lib/json.h \
 	lib/log.c lib/log.h \
 	lib/macro.h \
+	lib/types.c lib/types.h \
 	lib/units.c lib/units.h \
 	lib/util.c lib/util.h
 
