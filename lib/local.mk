@@ -3,7 +3,9 @@ noinst_LIBRARIES += lib/liborch.a lib/libllhttp.a
 lib_liborch_a_SOURCES = \
 	lib/banned.h \
 	lib/diag.c lib/diag.h \
+	lib/hashmap.c lib/hashmap.h \
 	lib/json.c lib/json.h \
+	lib/list.h \
 	lib/log.c lib/log.h \
 	lib/macro.h \
 	lib/types.c lib/types.h \

@@ -1,5 +1,6 @@
 ## Unit tests (check): one program per module, tests/unit/test-<module>.c.
 UNIT_TESTS = \
+	tests/unit/test-hashmap \
 	tests/unit/test-units
 
 check_PROGRAMS += $(UNIT_TESTS)
@@ -11,6 +12,10 @@ UNIT_LDADD = $(ORCH_LIBS) $(CHECK_LIBS)
 tests_unit_test_units_SOURCES = tests/unit/test-units.c tests/unit/testing.h
 tests_unit_test_units_CPPFLAGS = $(UNIT_CPPFLAGS)
 tests_unit_test_units_LDADD = $(UNIT_LDADD)
+
+tests_unit_test_hashmap_SOURCES = tests/unit/test-hashmap.c tests/unit/testing.h
+tests_unit_test_hashmap_CPPFLAGS = $(UNIT_CPPFLAGS)
+tests_unit_test_hashmap_LDADD = $(UNIT_LDADD)
 
 ## Integration tests: shell scripts driving real processes (root; they skip with a reason otherwise).
 SH_LOG_COMPILER = $(SHELL)
