@@ -2,6 +2,7 @@ noinst_LIBRARIES += lib/liborch.a lib/libllhttp.a
 
 lib_liborch_a_SOURCES = \
 	lib/banned.h \
+	lib/daemon.c lib/daemon.h \
 	lib/diag.c lib/diag.h \
 	lib/hashmap.c lib/hashmap.h \
 	lib/json.c lib/json.h \
@@ -22,5 +23,5 @@ lib_libllhttp_a_CFLAGS = -std=gnu11 -O2 -w $(SAN_CFLAGS)
 LLHTTP_CPPFLAGS = -I$(LLHTTP_INCDIR)
 
 ## What every program and test links against.
-ORCH_LIBS = lib/liborch.a $(JANSSON_LIBS) $(YAML_LIBS) $(CRYPTO_LIBS) $(SYSTEMD_LIBS)
-ORCH_CPPFLAGS = $(AM_CPPFLAGS) $(JANSSON_CFLAGS) $(YAML_CFLAGS) $(CRYPTO_CFLAGS) $(SYSTEMD_CFLAGS)
+ORCH_LIBS = lib/liborch.a $(JANSSON_LIBS) $(YAML_LIBS) $(CRYPTO_LIBS) $(SYSTEMD_LIBS) $(LIBUV_LIBS)
+ORCH_CPPFLAGS = $(AM_CPPFLAGS) $(JANSSON_CFLAGS) $(YAML_CFLAGS) $(CRYPTO_CFLAGS) $(SYSTEMD_CFLAGS) $(LIBUV_CFLAGS)
