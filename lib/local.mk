@@ -9,9 +9,11 @@ lib_liborch_a_SOURCES = \
 	lib/list.h \
 	lib/log.c lib/log.h \
 	lib/macro.h \
+	lib/manifest.c lib/manifest-json.c lib/manifest.h \
 	lib/types.c lib/types.h \
 	lib/units.c lib/units.h \
-	lib/util.c lib/util.h
+	lib/util.c lib/util.h \
+	lib/yaml-tree.c lib/yaml-tree.h
 
 ## llhttp is compiled from the C sources Debian's node-llhttp installs
 ## (configure finds them); lib/llhttp/*.c only #include them, nothing is copied.

@@ -178,9 +178,11 @@ struct orch_service {
         struct orch_sandbox sandbox;
         enum orch_driver driver;
 
-        /* Where the service was declared (for "duplicate name" errors and `validate` summaries). */
+        /* Where the service was declared (for "duplicate name" errors and `validate` summaries):
+         * the position of its `name` value; line 0 for services that did not come from text. */
         char *source_file;
         unsigned source_line;
+        unsigned source_column;
 };
 
 struct orch_manifest {
@@ -210,6 +212,9 @@ DEFINE_TRIVIAL_CLEANUP_FUNC(struct orch_manifest *, orch_manifest_free)
 
 struct orch_service *orch_service_free(struct orch_service *s);
 DEFINE_TRIVIAL_CLEANUP_FUNC(struct orch_service *, orch_service_free)
+/* A service holding every default (no name, no command: not valid by itself), for code that
+ * builds one field by field. */
+int orch_service_new_default(struct orch_service **ret);
 
 /* The canonical JSON form: every field, defaults included, keys in the manifest's names. */
 int orch_service_to_json(const struct orch_service *s, json_t **ret);
@@ -244,7 +249,9 @@ int orch_service_port_index(const struct orch_service *s, const char *name);
 /* String tables (enums carry _MAX and a string table). */
 const char *orch_restart_policy_to_string(enum orch_restart_policy p);
 const char *orch_health_type_to_string(enum orch_health_type t);
+const char *orch_on_unhealthy_to_string(enum orch_on_unhealthy o);
 const char *orch_strategy_to_string(enum orch_strategy s);
+const char *orch_route_auth_to_string(enum orch_route_auth a);
 const char *orch_driver_to_string(enum orch_driver d);
 int orch_driver_from_string(const char *s, enum orch_driver *ret);
 /* "TERM", "SIGTERM", "15" -> 15; -EINVAL otherwise. */
