@@ -8,6 +8,16 @@
 #include "util.h"
 #include "banned.h"
 
+extern const struct orch_cmd orch_cmd_validate;
+
+static void print_diag(const struct orch_diag *d)
+{
+        _cleanup_(freep) char *line = orch_diag_format(d);
+
+        if (line)
+                fprintf(stderr, "%s\n", line);
+}
+
 static int validate_run(int argc, char **argv)
 {
         static const struct option options[] = {
@@ -17,8 +27,11 @@ static int validate_run(int argc, char **argv)
         _cleanup_(orch_strv_freep) char **paths = NULL;
         _cleanup_(orch_strv_freep) char **files = NULL;
         _cleanup_(orch_manifest_freep) struct orch_manifest *m = NULL;
+        _cleanup_(freep) struct orch_diags *per_file = NULL;
+        _cleanup_(freep) size_t *counts = NULL;
         struct orch_diags diags = {0};
         bool failed = false;
+        size_t n_files;
         int c;
 
         optind = 0;
@@ -52,22 +65,36 @@ static int validate_run(int argc, char **argv)
                 orch_diags_release(&diags);
                 return ORCH_EXIT_FAILURE;
         }
-        for (size_t i = 0; files[i]; i++) {
+        n_files = orch_strv_length(files);
+        per_file = calloc(n_files + 1, sizeof *per_file);
+        counts = calloc(n_files + 1, sizeof *counts);
+        if (!per_file || !counts)
+                return orch_cli_fail("out of memory");
+        for (size_t i = 0; i < n_files; i++) {
                 size_t before = m->n_services;
-                struct orch_diags fd = {0};
 
-                if (orch_manifest_parse_file(m, files[i], &fd) < 0 || fd.n > 0) {
-                        orch_diags_print(&fd, stderr);
+                if (orch_manifest_parse_file(m, files[i], &per_file[i]) < 0 || per_file[i].n > 0)
                         failed = true;
-                } else {
-                        size_t n = m->n_services - before;
-                        printf("%s: %zu service%s OK\n", files[i], n, n == 1 ? "" : "s");
-                }
-                orch_diags_release(&fd);
+                counts[i] = m->n_services - before;
         }
-        if (orch_manifest_check_duplicates(m, &diags) < 0 || diags.n > 0) {
-                orch_diags_print(&diags, stderr);
+        /* Duplicates across files are reported with the file that repeats the name, so a file is
+         * either "OK" or followed by its errors, never both. */
+        if (orch_manifest_check_duplicates(m, &diags) < 0 || diags.n > 0)
                 failed = true;
+        for (size_t i = 0; i < n_files; i++) {
+                const char *name = streq(files[i], "-") ? "<stdin>" : files[i];
+                bool bad = per_file[i].n > 0 || per_file[i].truncated;
+
+                fflush(stdout);
+                orch_diags_print(&per_file[i], stderr);
+                for (size_t k = 0; k < diags.n; k++)
+                        if (streq(diags.items[k].file, name)) {
+                                print_diag(&diags.items[k]);
+                                bad = true;
+                        }
+                if (!bad)
+                        printf("%s: %zu service%s OK\n", name, counts[i], counts[i] == 1 ? "" : "s");
+                orch_diags_release(&per_file[i]);
         }
         orch_diags_release(&diags);
         return failed ? ORCH_EXIT_FAILURE : ORCH_EXIT_OK;
@@ -81,7 +108,8 @@ const struct orch_cmd orch_cmd_validate = {
                 "  -f, --filename PATH  a manifest file, or a directory of *.yaml/*.yml files\n"
                 "                       (repeatable; bare PATH arguments work too)\n"
                 "\n"
-                "Prints 'FILE: N services OK' per file, or every error as\n"
-                "FILE:LINE:COLUMN: error: MESSAGE. Exit 0 when all are valid, 1 otherwise.\n",
+                "A PATH of '-' reads standard input. Prints 'FILE: N services OK' per file, or\n"
+                "every error as FILE:LINE:COLUMN: error: MESSAGE. Exit 0 when all are valid,\n"
+                "1 otherwise, 2 on bad usage. See orch-manifest(5).\n",
         .run = validate_run,
 };

@@ -8,6 +8,8 @@
 #include "cli.h"
 #include "banned.h"
 
+extern const struct orch_cmd orch_cmd_version;
+
 static int version_run(int argc, char **argv)
 {
         if (argc > 1)
