@@ -1,5 +1,6 @@
 ## Unit tests (check): one program per module, tests/unit/test-<module>.c.
 UNIT_TESTS = \
+	tests/unit/test-store \
 	tests/unit/test-hashmap \
 	tests/unit/test-units
 
@@ -16,6 +17,10 @@ tests_unit_test_units_LDADD = $(UNIT_LDADD)
 tests_unit_test_hashmap_SOURCES = tests/unit/test-hashmap.c tests/unit/testing.h
 tests_unit_test_hashmap_CPPFLAGS = $(UNIT_CPPFLAGS)
 tests_unit_test_hashmap_LDADD = $(UNIT_LDADD)
+
+tests_unit_test_store_SOURCES = tests/unit/test-store.c tests/unit/testing.h
+tests_unit_test_store_CPPFLAGS = $(UNIT_CPPFLAGS) -I$(top_srcdir)/orchd $(SQLITE_CFLAGS)
+tests_unit_test_store_LDADD = $(STORE_LIBS) $(UNIT_LDADD)
 
 ## Integration tests: shell scripts driving real processes (root; they skip with a reason otherwise).
 SH_LOG_COMPILER = $(SHELL)
