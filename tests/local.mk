@@ -1,5 +1,6 @@
 ## Unit tests (check): one program per module, tests/unit/test-<module>.c.
 UNIT_TESTS = \
+	tests/unit/test-reconciler \
 	tests/unit/test-store \
 	tests/unit/test-hashmap \
 	tests/unit/test-units
@@ -28,3 +29,8 @@ AM_TESTS_ENVIRONMENT = \
 	top_builddir='$(abs_top_builddir)'; export top_builddir; \
 	top_srcdir='$(abs_top_srcdir)'; export top_srcdir; \
 	CK_DEFAULT_TIMEOUT=$${CK_DEFAULT_TIMEOUT:-20}; export CK_DEFAULT_TIMEOUT;
+
+tests_unit_test_reconciler_SOURCES = tests/unit/test-reconciler.c tests/unit/testing.h
+tests_unit_test_reconciler_CPPFLAGS = $(UNIT_CPPFLAGS) -I$(top_srcdir)/orchd
+tests_unit_test_reconciler_LDADD = $(CORE_LIBS) $(UNIT_LDADD) $(LIBUV_LIBS)
+
