@@ -1,8 +1,10 @@
 ## Unit tests (check): one program per module, tests/unit/test-<module>.c.
 UNIT_TESTS = \
+	tests/unit/test-scheduler \
 	tests/unit/test-reconciler \
 	tests/unit/test-store \
 	tests/unit/test-hashmap \
+	tests/unit/test-manifest \
 	tests/unit/test-units
 
 check_PROGRAMS += $(UNIT_TESTS)
@@ -15,6 +17,10 @@ tests_unit_test_units_SOURCES = tests/unit/test-units.c tests/unit/testing.h
 tests_unit_test_units_CPPFLAGS = $(UNIT_CPPFLAGS)
 tests_unit_test_units_LDADD = $(UNIT_LDADD)
 
+tests_unit_test_manifest_SOURCES = tests/unit/test-manifest.c tests/unit/testing.h
+tests_unit_test_manifest_CPPFLAGS = $(UNIT_CPPFLAGS)
+tests_unit_test_manifest_LDADD = $(UNIT_LDADD)
+
 tests_unit_test_hashmap_SOURCES = tests/unit/test-hashmap.c tests/unit/testing.h
 tests_unit_test_hashmap_CPPFLAGS = $(UNIT_CPPFLAGS)
 tests_unit_test_hashmap_LDADD = $(UNIT_LDADD)
@@ -22,6 +28,10 @@ tests_unit_test_hashmap_LDADD = $(UNIT_LDADD)
 tests_unit_test_store_SOURCES = tests/unit/test-store.c tests/unit/testing.h
 tests_unit_test_store_CPPFLAGS = $(UNIT_CPPFLAGS) -I$(top_srcdir)/orchd $(SQLITE_CFLAGS)
 tests_unit_test_store_LDADD = $(STORE_LIBS) $(UNIT_LDADD)
+
+tests_unit_test_scheduler_SOURCES = tests/unit/test-scheduler.c tests/unit/testing.h
+tests_unit_test_scheduler_CPPFLAGS = $(UNIT_CPPFLAGS) -I$(top_srcdir)/orchd
+tests_unit_test_scheduler_LDADD = $(SCHED_LIBS) $(UNIT_LDADD)
 
 ## Integration tests: shell scripts driving real processes (root; they skip with a reason otherwise).
 SH_LOG_COMPILER = $(SHELL)
