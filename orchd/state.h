@@ -128,6 +128,7 @@ struct orch_node {
         uint64_t alloc_memory;
         enum orch_node_state state;
         bool cordoned;              /* drain: unschedulable */
+        bool instances_lost;        /* down, and its instances were declared lost */
         uint64_t last_seen;         /* realtime ms */
         uint64_t last_heard_usec;   /* monotonic, for the TTL */
         struct orch_agent_conn *conn;
