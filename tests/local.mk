@@ -44,3 +44,18 @@ tests_unit_test_reconciler_SOURCES = tests/unit/test-reconciler.c tests/unit/tes
 tests_unit_test_reconciler_CPPFLAGS = $(UNIT_CPPFLAGS) -I$(top_srcdir)/orchd
 tests_unit_test_reconciler_LDADD = $(CORE_LIBS) $(UNIT_LDADD) $(LIBUV_LIBS)
 
+
+## The manifest language: the CLI end to end, and the JSON Schema against the parser.
+TESTS += tests/integration/validate.sh tests/integration/schema.sh
+EXTRA_DIST += tests/integration/validate.sh tests/integration/schema.sh \
+	tests/fixtures/manifests tests/fuzz/corpus-manifest
+
+## libFuzzer targets (./configure CC=clang --enable-fuzz [--enable-sanitizers]); run with
+## tests/fuzz/fuzz-manifest -max_total_time=600 CORPUS_DIR $(srcdir)/tests/fuzz/corpus-manifest
+if ENABLE_FUZZ
+noinst_PROGRAMS += tests/fuzz/fuzz-manifest
+tests_fuzz_fuzz_manifest_SOURCES = tests/fuzz/fuzz-manifest.c
+tests_fuzz_fuzz_manifest_CPPFLAGS = $(ORCH_CPPFLAGS)
+tests_fuzz_fuzz_manifest_LDADD = $(ORCH_LIBS)
+tests_fuzz_fuzz_manifest_LDFLAGS = $(AM_LDFLAGS) -fsanitize=fuzzer
+endif
