@@ -183,8 +183,8 @@ int orch_service_to_json(const struct orch_service *s, json_t **ret)
         a = put(&b, j, "constraints", json_array());
         for (size_t i = 0; a && i < s->placement.n_constraints; i++) {
                 const struct orch_constraint *c = &s->placement.constraints[i];
-                if (json_array_append_new(a, json_sprintf("%s%s%s", c->key, c->negate ? "!=" : "=", c->value)) <
-                    0)
+                if (json_array_append_new(
+                            a, json_sprintf("%s%s%s", c->key, c->negate ? "!=" : "=", c->value)) < 0)
                         b.oom = true;
         }
         put_str(&b, j, "strategy", orch_strategy_to_string(s->placement.strategy));

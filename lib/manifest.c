@@ -22,12 +22,12 @@
  * after an error so that the user sees all of them in one round.
  */
 
-#define PATH_BUF     160
-#define MAX_PORTS    64
-#define MAX_REPLICAS 10000u
-#define MAX_ENV_NAME 255
+#define PATH_BUF      160
+#define MAX_PORTS     64
+#define MAX_REPLICAS  10000u
+#define MAX_ENV_NAME  255
 #define MAX_HTTP_PATH 1024
-#define MAX_FS_PATH  4095
+#define MAX_FS_PATH   4095
 
 struct vctx {
         const char *file;
@@ -160,8 +160,8 @@ static const struct {
         const char *name;
         int sig;
 } signals[] = {
-        {"HUP", SIGHUP},   {"INT", SIGINT},   {"QUIT", SIGQUIT}, {"ABRT", SIGABRT},
-        {"KILL", SIGKILL}, {"USR1", SIGUSR1}, {"USR2", SIGUSR2}, {"ALRM", SIGALRM},
+        {"HUP", SIGHUP},   {"INT", SIGINT},     {"QUIT", SIGQUIT}, {"ABRT", SIGABRT},
+        {"KILL", SIGKILL}, {"USR1", SIGUSR1},   {"USR2", SIGUSR2}, {"ALRM", SIGALRM},
         {"TERM", SIGTERM}, {"WINCH", SIGWINCH}, {"PWR", SIGPWR},
 };
 
@@ -340,7 +340,8 @@ static void port_env_suffix(const char *port, char *buf, size_t size)
         size_t i = 0;
 
         for (; port[i] && i + 1 < size; i++)
-                buf[i] = port[i] == '-' ? '_' : (char)(port[i] >= 'a' && port[i] <= 'z' ? port[i] - 32 : port[i]);
+                buf[i] = port[i] == '-' ? '_'
+                                        : (char)(port[i] >= 'a' && port[i] <= 'z' ? port[i] - 32 : port[i]);
         buf[i] = '\0';
 }
 
@@ -398,7 +399,8 @@ static const char *want_string(struct vctx *c, const struct orch_ynode *v, const
 {
         if (is_scalar(v, ORCH_YSCALAR_STRING))
                 return v->value;
-        if (is_scalar(v, ORCH_YSCALAR_BOOL) || is_scalar(v, ORCH_YSCALAR_INT) || is_scalar(v, ORCH_YSCALAR_FLOAT))
+        if (is_scalar(v, ORCH_YSCALAR_BOOL) || is_scalar(v, ORCH_YSCALAR_INT) ||
+            is_scalar(v, ORCH_YSCALAR_FLOAT))
                 verr(c, v, "%s: expected a string, got %s (quote it: \"%s\")", path, orch_ynode_describe(v),
                      v->value);
         else
@@ -450,8 +452,8 @@ static int parse_int(const char *text, bool *ret_negative, uint64_t *ret)
         return 0;
 }
 
-static bool want_uint(struct vctx *c, const struct orch_ynode *v, const char *path, uint64_t min, uint64_t max,
-                      uint64_t *ret)
+static bool want_uint(struct vctx *c, const struct orch_ynode *v, const char *path, uint64_t min,
+                      uint64_t max, uint64_t *ret)
 {
         bool neg;
         uint64_t n;
@@ -492,7 +494,8 @@ enum field_kind {
 
 struct block;
 
-typedef void (*custom_fn)(struct vctx *c, const struct orch_ynode *v, const char *path, struct orch_service *s);
+typedef void (*custom_fn)(struct vctx *c, const struct orch_ynode *v, const char *path,
+                          struct orch_service *s);
 
 struct field {
         const char *key;
@@ -520,8 +523,8 @@ struct block {
 
 #define FIELD_AT(s, f, type) ((type *)((char *)(s) + (f)->offset))
 
-static void parse_block(struct vctx *c, const struct orch_ynode *map, const char *path, const struct block *b,
-                        struct orch_service *s);
+static void parse_block(struct vctx *c, const struct orch_ynode *map, const char *path,
+                        const struct block *b, struct orch_service *s);
 
 static void parse_enum(struct vctx *c, const struct field *f, const struct orch_ynode *v, const char *path,
                        struct orch_service *s)
@@ -584,10 +587,12 @@ static void parse_duration_field(struct vctx *c, const struct field *f, const st
         }
         if (r < 0) {
                 if (v->kind != ORCH_YSCALAR_STRING)
-                        verr(c, v, "%s: bad duration %s (a number needs a unit: ms, s, m or h, e.g. \"%ss\")",
+                        verr(c, v,
+                             "%s: bad duration %s (a number needs a unit: ms, s, m or h, e.g. \"%ss\")",
                              path, orch_ytree_shorten(text, q), q);
                 else
-                        verr(c, v, "%s: bad duration \"%s\" (use a number with ms, s, m or h, e.g. \"2s\" or "
+                        verr(c, v,
+                             "%s: bad duration \"%s\" (use a number with ms, s, m or h, e.g. \"2s\" or "
                              "\"1m30s\")",
                              path, orch_ytree_shorten(text, q));
                 return;
@@ -625,8 +630,8 @@ static bool parse_size_value(struct vctx *c, const struct orch_ynode *v, const c
                 return false;
         }
         if (r < 0) {
-                verr(c, v, "%s: bad size \"%s\" (use a number with Ki, Mi, Gi, K, M or G, or plain bytes)", path,
-                     orch_ytree_shorten(text, q));
+                verr(c, v, "%s: bad size \"%s\" (use a number with Ki, Mi, Gi, K, M or G, or plain bytes)",
+                     path, orch_ytree_shorten(text, q));
                 return false;
         }
         if (bytes < min) {
@@ -692,8 +697,8 @@ static void unknown_key(struct vctx *c, const struct orch_ynode *k, const char *
                 verr(c, k, "%s%sunknown key '%s'", path, *path ? ": " : "", orch_ytree_shorten(k->value, q));
 }
 
-static void parse_block(struct vctx *c, const struct orch_ynode *map, const char *path, const struct block *b,
-                        struct orch_service *s)
+static void parse_block(struct vctx *c, const struct orch_ynode *map, const char *path,
+                        const struct block *b, struct orch_service *s)
 {
         seen_t seen = {0};
         const struct orch_ynode *seen_key[ELEMENTSOF(seen)] = {0};
@@ -858,7 +863,8 @@ static void check_argv_refs(struct vctx *c, const struct orch_ynode *v, const ch
                         check_refs_in(c, v->items[i], v->items[i]->value, join_index(sub, path, i), s);
 }
 
-static void parse_command(struct vctx *c, const struct orch_ynode *v, const char *path, struct orch_service *s)
+static void parse_command(struct vctx *c, const struct orch_ynode *v, const char *path,
+                          struct orch_service *s)
 {
         char **argv;
         bool shell;
@@ -879,7 +885,8 @@ static void parse_name(struct vctx *c, const struct orch_ynode *v, const char *p
         if (!text)
                 return;
         if (!orch_service_name_valid(text)) {
-                verr(c, v, "%s: invalid name \"%s\" (lower-case letters, digits and '-', starting with a letter, "
+                verr(c, v,
+                     "%s: invalid name \"%s\" (lower-case letters, digits and '-', starting with a letter, "
                      "at most 63 characters)",
                      path, orch_ytree_shorten(text, q));
                 return;
@@ -940,14 +947,16 @@ static void parse_env(struct vctx *c, const struct orch_ynode *v, const char *pa
 
                 join(sub, path, k->value);
                 if (!env_name_valid(k->value)) {
-                        verr(c, k, "%s: invalid variable name '%s' (letters, digits and '_', not starting with a "
+                        verr(c, k,
+                             "%s: invalid variable name '%s' (letters, digits and '_', not starting with a "
                              "digit)",
                              path, orch_ytree_shorten(k->value, q));
                         ok = false;
                         continue;
                 }
                 if (env_name_reserved(k->value, s)) {
-                        verr(c, k, "%s: reserved: orch sets %s for every instance (PORT, PORT_<NAME> and ORCH_*)",
+                        verr(c, k,
+                             "%s: reserved: orch sets %s for every instance (PORT, PORT_<NAME> and ORCH_*)",
                              sub, orch_ytree_shorten(k->value, q));
                         ok = false;
                         continue;
@@ -969,8 +978,8 @@ static void parse_env(struct vctx *c, const struct orch_ynode *v, const char *pa
         for (size_t i = 1; i < n; i++)
                 if (streq(e[i].key->value, e[i - 1].key->value)) {
                         char sub[PATH_BUF], w[32];
-                        verr(c, e[i].key, "%s: duplicate key (first at %s)", join(sub, path, e[i].key->value),
-                             where(e[i - 1].key, w));
+                        verr(c, e[i].key, "%s: duplicate key (first at %s)",
+                             join(sub, path, e[i].key->value), where(e[i - 1].key, w));
                         ok = false;
                 }
         if (!ok)
@@ -997,7 +1006,8 @@ static void parse_env(struct vctx *c, const struct orch_ynode *v, const char *pa
         s->n_env = n;
 }
 
-static void parse_workdir(struct vctx *c, const struct orch_ynode *v, const char *path, struct orch_service *s)
+static void parse_workdir(struct vctx *c, const struct orch_ynode *v, const char *path,
+                          struct orch_service *s)
 {
         const char *text = want_string(c, v, path);
         char q[ORCH_YTREE_SHORT];
@@ -1022,7 +1032,8 @@ static void parse_account(struct vctx *c, const struct orch_ynode *v, const char
         if (!text)
                 return;
         if (!account_name_valid(text)) {
-                verr(c, v, "%s: invalid %s name \"%s\" (letters, digits, '_', '-' and '.', starting with a letter "
+                verr(c, v,
+                     "%s: invalid %s name \"%s\" (letters, digits, '_', '-' and '.', starting with a letter "
                      "or '_', at most 32 characters; or a numeric id)",
                      path, what, orch_ytree_shorten(text, q));
                 return;
@@ -1067,7 +1078,8 @@ static void parse_cpu(struct vctx *c, const struct orch_ynode *v, const char *pa
                 if (orch_parse_u64(text, &zero) == 0 && zero == 0)
                         verr(c, v, "%s: must be more than 0 (leave it out for no CPU limit)", path);
                 else
-                        verr(c, v, "%s: bad CPU amount \"%s\" (use cores such as 0.5 or 2, or millicores such as "
+                        verr(c, v,
+                             "%s: bad CPU amount \"%s\" (use cores such as 0.5 or 2, or millicores such as "
                              "500m)",
                              path, orch_ytree_shorten(text, q));
                 return;
@@ -1126,8 +1138,9 @@ static void parse_ports(struct vctx *c, const struct orch_ynode *v, const char *
 
                         if (!streq(kn->value, "name")) {
                                 hint = orch_suggest(kn->value, keys, ELEMENTSOF(keys));
-                                verr(c, kn, "%s: unknown key '%s'%s%s%s", sub, orch_ytree_shorten(kn->value, q),
-                                     hint ? " (did you mean '" : "", hint ? hint : "", hint ? "'?)" : "");
+                                verr(c, kn, "%s: unknown key '%s'%s%s%s", sub,
+                                     orch_ytree_shorten(kn->value, q), hint ? " (did you mean '" : "",
+                                     hint ? hint : "", hint ? "'?)" : "");
                         } else if (name)
                                 verr(c, kn, "%s.name: duplicate key (first at %s)", sub, where(name_key, w));
                         else {
@@ -1145,8 +1158,8 @@ static void parse_ports(struct vctx *c, const struct orch_ynode *v, const char *
                         continue;
                 for (size_t k = 0; k < i; k++)
                         if (ports[k].name && streq(ports[k].name, ports[i].name)) {
-                                verr(c, name, "%s: duplicate port name '%s' (first at %s)", key, ports[i].name,
-                                     where(v->items[k], w));
+                                verr(c, name, "%s: duplicate port name '%s' (first at %s)", key,
+                                     ports[i].name, where(v->items[k], w));
                                 break;
                         }
         }
@@ -1162,7 +1175,8 @@ static void parse_ports(struct vctx *c, const struct orch_ynode *v, const char *
         s->n_ports = v->n_items;
 }
 
-static void parse_signal(struct vctx *c, const struct orch_ynode *v, const char *path, struct orch_service *s)
+static void parse_signal(struct vctx *c, const struct orch_ynode *v, const char *path,
+                         struct orch_service *s)
 {
         const char *text = stringish(v, true);
         char q[ORCH_YTREE_SHORT];
@@ -1173,7 +1187,8 @@ static void parse_signal(struct vctx *c, const struct orch_ynode *v, const char 
                 return;
         }
         if (orch_signal_from_string(text, &sig) < 0) {
-                verr(c, v, "%s: unknown signal '%s' (use TERM, INT, QUIT, HUP, USR1, USR2, WINCH, ALRM, ABRT, PWR "
+                verr(c, v,
+                     "%s: unknown signal '%s' (use TERM, INT, QUIT, HUP, USR1, USR2, WINCH, ALRM, ABRT, PWR "
                      "or KILL)",
                      path, orch_ytree_shorten(text, q));
                 return;
@@ -1234,13 +1249,15 @@ static void parse_constraints(struct vctx *c, const struct orch_ynode *v, const 
                 n++;
                 s->placement.n_constraints = n;
                 if (!label_key_valid(cs[n - 1].key)) {
-                        verr(c, item, "%s: invalid label key \"%s\" (letters, digits, '.', '_', '/' and '-', "
+                        verr(c, item,
+                             "%s: invalid label key \"%s\" (letters, digits, '.', '_', '/' and '-', "
                              "starting and ending with a letter or digit, at most 63 characters)",
                              sub, orch_ytree_shorten(cs[n - 1].key, q));
                         continue;
                 }
                 if (!label_value_valid(cs[n - 1].value)) {
-                        verr(c, item, "%s: invalid label value \"%s\" (letters, digits, '.', '_' and '-', at most "
+                        verr(c, item,
+                             "%s: invalid label value \"%s\" (letters, digits, '.', '_' and '-', at most "
                              "63 characters)",
                              sub, orch_ytree_shorten(cs[n - 1].value, q));
                         continue;
@@ -1275,7 +1292,8 @@ static void parse_http_path(struct vctx *c, const struct orch_ynode *v, const ch
         if (!text)
                 return;
         if (!http_path_valid(text)) {
-                verr(c, v, "%s: invalid path \"%s\" (it starts with '/', without spaces, '?' or '#', at most "
+                verr(c, v,
+                     "%s: invalid path \"%s\" (it starts with '/', without spaces, '?' or '#', at most "
                      "1024 characters)",
                      path, orch_ytree_shorten(text, q));
                 return;
@@ -1328,7 +1346,8 @@ static void parse_route_host(struct vctx *c, const struct orch_ynode *v, const c
                 if (*p >= 'A' && *p <= 'Z')
                         *p = (char)(*p + 32);
         if (strchr(lower, ':')) {
-                verr(c, v, "%s: \"%s\" must be a host name without a port", path, orch_ytree_shorten(text, q));
+                verr(c, v, "%s: \"%s\" must be a host name without a port", path,
+                     orch_ytree_shorten(text, q));
                 return;
         }
         if (!host_valid(lower)) {
@@ -1355,7 +1374,8 @@ static void parse_rate(struct vctx *c, const struct orch_ynode *v, const char *p
                 return;
         }
         if (r < 0) {
-                verr(c, v, "%s: bad rate \"%s\" (use COUNT/s, COUNT/m or COUNT/h with COUNT at least 1, e.g. "
+                verr(c, v,
+                     "%s: bad rate \"%s\" (use COUNT/s, COUNT/m or COUNT/h with COUNT at least 1, e.g. "
                      "\"100/s\")",
                      path, orch_ytree_shorten(text, q));
                 return;
@@ -1367,9 +1387,9 @@ static void parse_rate(struct vctx *c, const struct orch_ynode *v, const char *p
 /* -------------------------------------------------------------------------------------------- */
 /* Blocks and their rules */
 
-#define OFF(member) offsetof(struct orch_service, member)
+#define OFF(member)   offsetof(struct orch_service, member)
 #define ENUM_NAMES(t) .names = (t), .n_names = ELEMENTSOF(t)
-#define DAY_MS (24ULL * 3600 * 1000)
+#define DAY_MS        (24ULL * 3600 * 1000)
 
 static const struct field resources_fields[] = {
         {"cpu", F_CUSTOM, .custom = parse_cpu},
@@ -1390,7 +1410,8 @@ static void resolve_port(struct vctx *c, const struct orch_ynode *map, const str
                 return;
         if (!given) {
                 if (s->n_ports == 0) {
-                        verr(c, map, "%s: %s needs a port, and the service declares none (add `ports: [{name: "
+                        verr(c, map,
+                             "%s: %s needs a port, and the service declares none (add `ports: [{name: "
                              "http}]`)",
                              path, what);
                         return;
@@ -1412,8 +1433,8 @@ static void resolve_port(struct vctx *c, const struct orch_ynode *map, const str
                 verr(c, given, "%s.port: no port named '%s' (did you mean '%s'? declared: %s)", path,
                      orch_ytree_shorten(*port, q), hint, declared);
         else
-                verr(c, given, "%s.port: no port named '%s' (declared: %s)", path, orch_ytree_shorten(*port, q),
-                     declared);
+                verr(c, given, "%s.port: no port named '%s' (declared: %s)", path,
+                     orch_ytree_shorten(*port, q), declared);
 }
 
 enum {
@@ -1449,19 +1470,23 @@ static void health_post(struct vctx *c, const struct orch_ynode *map, const char
         if (h->type == ORCH_HEALTH_HTTP && !h->path && set_string(c, &h->path, "/") < 0)
                 verr(c, map, "%s: out of memory", path);
         if (h->type == ORCH_HEALTH_HTTP || h->type == ORCH_HEALTH_TCP)
-                resolve_port(c, map, seen[H_PORT], path, h->type == ORCH_HEALTH_HTTP ? "type http" : "type tcp",
-                             &h->port, s);
+                resolve_port(c, map, seen[H_PORT], path,
+                             h->type == ORCH_HEALTH_HTTP ? "type http" : "type tcp", &h->port, s);
         if (ok && h->timeout_ms > h->interval_ms) {
                 char t[32], i[32];
                 orch_format_duration(h->timeout_ms, t, sizeof t);
                 orch_format_duration(h->interval_ms, i, sizeof i);
-                verr(c, seen[H_TIMEOUT] ? seen[H_TIMEOUT] : seen[H_INTERVAL] ? seen[H_INTERVAL] : map,
+                verr(c,
+                     seen[H_TIMEOUT]    ? seen[H_TIMEOUT]
+                     : seen[H_INTERVAL] ? seen[H_INTERVAL]
+                                        : map,
                      "%s.timeout: %s is longer than the interval (%s)", path, t, i);
         }
 }
 
 static const struct field health_fields[] = {
-        [H_TYPE] = {"type", F_ENUM, OFF(health.type), ENUM_NAMES(health_type_names), .skip = ORCH_HEALTH_NONE},
+        [H_TYPE] = {"type", F_ENUM, OFF(health.type), ENUM_NAMES(health_type_names),
+                    .skip = ORCH_HEALTH_NONE},
         [H_PORT] = {"port", F_CUSTOM, .custom = parse_health_port},
         [H_PATH] = {"path", F_CUSTOM, .custom = parse_health_path},
         [H_COMMAND] = {"command", F_CUSTOM, .custom = parse_health_command},
@@ -1476,8 +1501,8 @@ static const struct block health_block = {health_fields, ELEMENTSOF(health_field
 
 enum { R_POLICY, R_BACKOFF, R_MAX_BACKOFF };
 
-static void restart_post(struct vctx *c, const struct orch_ynode *map, const char *path, seen_t seen, bool ok,
-                         struct orch_service *s)
+static void restart_post(struct vctx *c, const struct orch_ynode *map, const char *path, seen_t seen,
+                         bool ok, struct orch_service *s)
 {
         if (ok && s->restart.max_backoff_ms < s->restart.backoff_ms) {
                 char a[32], b[32];
@@ -1518,8 +1543,12 @@ static void update_post(struct vctx *c, const struct orch_ynode *map, const char
         if (!ok)
                 return;
         if (u->max_surge + (uint64_t)u->max_unavailable < 1)
-                verr(c, seen[U_SURGE] ? seen[U_SURGE] : seen[U_UNAVAILABLE] ? seen[U_UNAVAILABLE] : map,
-                     "%s: max_surge and max_unavailable are both 0, so a rollout could never make progress", path);
+                verr(c,
+                     seen[U_SURGE]         ? seen[U_SURGE]
+                     : seen[U_UNAVAILABLE] ? seen[U_UNAVAILABLE]
+                                           : map,
+                     "%s: max_surge and max_unavailable are both 0, so a rollout could never make progress",
+                     path);
         if (u->progress_deadline_ms <= u->min_healthy_ms) {
                 char a[32], b[32];
                 orch_format_duration(u->progress_deadline_ms, a, sizeof a);
@@ -1576,8 +1605,8 @@ static const struct block logs_block = {logs_fields, ELEMENTSOF(logs_fields), NU
 
 enum { SB_NNP, SB_PRIVATE_TMP, SB_PROTECT_SYSTEM, SB_DYNAMIC_USER };
 
-static void sandbox_post(struct vctx *c, const struct orch_ynode *map, const char *path, seen_t seen, bool ok,
-                         struct orch_service *s)
+static void sandbox_post(struct vctx *c, const struct orch_ynode *map, const char *path, seen_t seen,
+                         bool ok, struct orch_service *s)
 {
         static const struct {
                 size_t field;
@@ -1587,13 +1616,15 @@ static void sandbox_post(struct vctx *c, const struct orch_ynode *map, const cha
                 {SB_PROTECT_SYSTEM, OFF(sandbox.protect_system)},
                 {SB_DYNAMIC_USER, OFF(sandbox.dynamic_user)},
         };
-        static const char *const keys[] = {"no_new_privileges", "private_tmp", "protect_system", "dynamic_user"};
+        static const char *const keys[] = {"no_new_privileges", "private_tmp", "protect_system",
+                                           "dynamic_user"};
 
         if (s->driver != ORCH_DRIVER_EXEC)
                 return;
         for (size_t i = 0; i < ELEMENTSOF(systemd_only); i++)
                 if (seen[systemd_only[i].field] && *(bool *)((char *)s + systemd_only[i].offset))
-                        verr(c, seen[systemd_only[i].field], "%s.%s: needs driver systemd (this service sets driver: "
+                        verr(c, seen[systemd_only[i].field],
+                             "%s.%s: needs driver systemd (this service sets driver: "
                              "exec)",
                              path, keys[systemd_only[i].field]);
 }
@@ -1608,8 +1639,8 @@ static const struct block sandbox_block = {sandbox_fields, ELEMENTSOF(sandbox_fi
 
 enum { T_KIND, T_NAME, T_REPLICAS, T_COMMAND };
 
-static void service_post(struct vctx *c, const struct orch_ynode *map, const char *path, seen_t seen, bool ok,
-                         struct orch_service *s)
+static void service_post(struct vctx *c, const struct orch_ynode *map, const char *path, seen_t seen,
+                         bool ok, struct orch_service *s)
 {
         if (!seen[T_NAME])
                 verr(c, map, "missing required key 'name'");
@@ -1636,7 +1667,8 @@ static const struct field service_fields[] = {
         {"route", F_BLOCK, .block = &route_block},
         {"logs", F_BLOCK, .block = &logs_block},
         {"sandbox", F_BLOCK, .block = &sandbox_block},
-        {"driver", F_ENUM, OFF(driver), ENUM_NAMES(driver_names), .skip = ORCH_DRIVER_DEFAULT, .early = true},
+        {"driver", F_ENUM, OFF(driver), ENUM_NAMES(driver_names), .skip = ORCH_DRIVER_DEFAULT,
+         .early = true},
 };
 static const struct block service_block = {service_fields, ELEMENTSOF(service_fields), service_post};
 
@@ -1731,8 +1763,8 @@ static const struct orch_ynode *mapping_get(const struct orch_ynode *map, const 
 }
 
 /* One document: a mapping with kind: service. -EINVAL when invalid (reported), -ENOMEM. */
-static int validate_document(struct vctx *c, const struct orch_ynode *root, unsigned doc_line, unsigned doc_col,
-                             struct orch_service **ret)
+static int validate_document(struct vctx *c, const struct orch_ynode *root, unsigned doc_line,
+                             unsigned doc_col, struct orch_service **ret)
 {
         _cleanup_(orch_service_freep) struct orch_service *s = NULL;
         const struct orch_ynode *kind, *name;
@@ -1835,7 +1867,8 @@ static int check_duplicates(struct orch_service *const *v, size_t n, struct orch
         qsort(refs, n, sizeof *refs, name_ref_cmp);
         for (size_t i = 1; i < n; i++)
                 if (streq(refs[i].s->name, refs[i - 1].s->name)) {
-                        first[refs[i].index] = first[refs[i - 1].index] ? first[refs[i - 1].index] : refs[i - 1].s;
+                        first[refs[i].index] =
+                                first[refs[i - 1].index] ? first[refs[i - 1].index] : refs[i - 1].s;
                         dup = true;
                 }
         for (size_t i = 0; i < n; i++) {
@@ -1844,12 +1877,12 @@ static int check_duplicates(struct orch_service *const *v, size_t n, struct orch
                         continue;
                 if (f->source_line)
                         orch_diags_add(diags, v[i]->source_file, v[i]->source_line, v[i]->source_column,
-                                       "name: duplicate service name '%s' (first declared at %s:%u:%u)", v[i]->name,
-                                       f->source_file, f->source_line, f->source_column);
+                                       "name: duplicate service name '%s' (first declared at %s:%u:%u)",
+                                       v[i]->name, f->source_file, f->source_line, f->source_column);
                 else
                         orch_diags_add(diags, v[i]->source_file, v[i]->source_line, v[i]->source_column,
-                                       "name: duplicate service name '%s' (first declared in %s)", v[i]->name,
-                                       strna(f->source_file));
+                                       "name: duplicate service name '%s' (first declared in %s)",
+                                       v[i]->name, strna(f->source_file));
         }
         return dup ? -EINVAL : 0;
 }
@@ -1941,7 +1974,8 @@ int orch_manifest_parse_file(struct orch_manifest *m, const char *path, struct o
 
         r = orch_read_file(is_stdin ? "/dev/stdin" : path, ORCH_MANIFEST_MAX_BYTES, &buf, &len);
         if (r == -EFBIG) {
-                orch_diags_add(diags, name, 0, 0, "too large (the limit is %u MiB)", ORCH_MANIFEST_MAX_BYTES >> 20);
+                orch_diags_add(diags, name, 0, 0, "too large (the limit is %u MiB)",
+                               ORCH_MANIFEST_MAX_BYTES >> 20);
                 return -EINVAL;
         }
         if (r < 0) {
@@ -1974,7 +2008,8 @@ static int expand_dir(const char *dir, char ***files, struct orch_diags *diags)
                 _cleanup_(freep) char *p = NULL;
                 struct stat st;
 
-                if (de->d_name[0] == '.' || !(orch_endswith(de->d_name, ".yaml") || orch_endswith(de->d_name, ".yml")))
+                if (de->d_name[0] == '.' ||
+                    !(orch_endswith(de->d_name, ".yaml") || orch_endswith(de->d_name, ".yml")))
                         continue;
                 p = orch_strdup_printf("%s%s%s", dir, orch_endswith(dir, "/") ? "" : "/", de->d_name);
                 if (!p) {
@@ -2007,7 +2042,8 @@ static int expand_dir(const char *dir, char ***files, struct orch_diags *diags)
         return 0;
 }
 
-int orch_manifest_expand_paths(char *const *paths, size_t n_paths, char ***ret_files, struct orch_diags *diags)
+int orch_manifest_expand_paths(char *const *paths, size_t n_paths, char ***ret_files,
+                               struct orch_diags *diags)
 {
         _cleanup_(orch_strv_freep) char **files = NULL;
         int first_error = 0;
@@ -2041,7 +2077,8 @@ int orch_manifest_expand_paths(char *const *paths, size_t n_paths, char ***ret_f
         return 0;
 }
 
-int orch_manifest_load(char *const *paths, size_t n_paths, struct orch_manifest **ret, struct orch_diags *diags)
+int orch_manifest_load(char *const *paths, size_t n_paths, struct orch_manifest **ret,
+                       struct orch_diags *diags)
 {
         _cleanup_(orch_manifest_freep) struct orch_manifest *m = calloc(1, sizeof *m);
         _cleanup_(orch_strv_freep) char **files = NULL;

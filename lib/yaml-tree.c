@@ -59,8 +59,8 @@ void orch_ytree_offset_position(const char *buf, size_t len, size_t offset, unsi
 const char *orch_ynode_describe(const struct orch_ynode *n)
 {
         static const char *const kinds[_ORCH_YSCALAR_KIND_MAX] = {
-                [ORCH_YSCALAR_STRING] = "a string",   [ORCH_YSCALAR_NULL] = "null",
-                [ORCH_YSCALAR_BOOL] = "a boolean",    [ORCH_YSCALAR_INT] = "an integer",
+                [ORCH_YSCALAR_STRING] = "a string", [ORCH_YSCALAR_NULL] = "null",
+                [ORCH_YSCALAR_BOOL] = "a boolean",  [ORCH_YSCALAR_INT] = "an integer",
                 [ORCH_YSCALAR_FLOAT] = "a number",
         };
 
@@ -166,8 +166,8 @@ static bool is_int(const char *s)
 /* [-+]? ( \.[0-9]+ | [0-9]+ ( \.[0-9]* )? ) ( [eE] [-+]? [0-9]+ )? or the infinities and NaN. */
 static bool is_float(const char *s)
 {
-        static const char *const special[] = {".inf", ".Inf", ".INF", "-.inf", "-.Inf", "-.INF", "+.inf",
-                                              "+.Inf", "+.INF", ".nan", ".NaN", ".NAN"};
+        static const char *const special[] = {".inf",  ".Inf",  ".INF",  "-.inf", "-.Inf", "-.INF",
+                                              "+.inf", "+.Inf", "+.INF", ".nan",  ".NaN",  ".NAN"};
         bool digits = false;
 
         for (size_t i = 0; i < ELEMENTSOF(special); i++)
@@ -223,7 +223,7 @@ static int resolve_scalar(const char *tag, bool plain, const char *s, enum orch_
                 const char *tag;
                 enum orch_yscalar_kind kind;
         } tags[] = {
-                {"str", ORCH_YSCALAR_STRING}, {"null", ORCH_YSCALAR_NULL}, {"bool", ORCH_YSCALAR_BOOL},
+                {"str", ORCH_YSCALAR_STRING}, {"null", ORCH_YSCALAR_NULL},   {"bool", ORCH_YSCALAR_BOOL},
                 {"int", ORCH_YSCALAR_INT},    {"float", ORCH_YSCALAR_FLOAT},
         };
         const char *short_tag;
@@ -344,7 +344,8 @@ static int attach(struct builder *b, const yaml_mark_t *m, struct orch_ynode *n)
         }
         f = &b->stack[b->depth - 1];
         if (f->node->type == ORCH_YNODE_MAPPING && f->node->n_items % 2 == 0 && n->type != ORCH_YNODE_SCALAR)
-                return bad(b, m, -EINVAL, "a mapping key must be a plain value, not %s", orch_ynode_describe(n));
+                return bad(b, m, -EINVAL, "a mapping key must be a plain value, not %s",
+                           orch_ynode_describe(n));
         return items_push(f->node, &f->cap, n);
 }
 
@@ -402,7 +403,8 @@ static int on_collection_start(struct builder *b, const yaml_event_t *e, enum or
         if (b->depth == ORCH_YTREE_MAX_DEPTH)
                 return bad(b, &e->start_mark, -EINVAL, "nested too deeply (the limit is %u levels)",
                            ORCH_YTREE_MAX_DEPTH);
-        r = node_new(b->tree, type, (unsigned)e->start_mark.line + 1, (unsigned)e->start_mark.column + 1, &n);
+        r = node_new(b->tree, type, (unsigned)e->start_mark.line + 1, (unsigned)e->start_mark.column + 1,
+                     &n);
         if (r < 0)
                 return r == -E2BIG ? too_many(b, &e->start_mark) : r;
         if (anchor && !(a = strdup((const char *)anchor)))
@@ -610,7 +612,8 @@ static int json_node(struct json_builder *b, const json_t *j, const char *path, 
 
                         if (strlen(key) != key_len)
                                 return json_bad(b, path, "a key holds a NUL character");
-                        sub = orch_strdup_printf("%s%s%s", path, *path ? "." : "", orch_ytree_shorten(key, s));
+                        sub = orch_strdup_printf("%s%s%s", path, *path ? "." : "",
+                                                 orch_ytree_shorten(key, s));
                         if (!sub)
                                 return -ENOMEM;
                         r = node_new(b->tree, ORCH_YNODE_SCALAR, 0, 0, &k);
@@ -634,8 +637,7 @@ static int json_node(struct json_builder *b, const json_t *j, const char *path, 
                 size_t i, cap = 0;
                 json_t *v;
 
-                json_array_foreach(j, i, v)
-                {
+                json_array_foreach (j, i, v) {
                         _cleanup_(freep) char *sub = orch_strdup_printf("%s[%zu]", path, i);
                         struct orch_ynode *child;
 
@@ -682,7 +684,8 @@ static int json_node(struct json_builder *b, const json_t *j, const char *path, 
         return 0;
 }
 
-int orch_ytree_from_json(const char *name, const json_t *j, struct orch_ytree **ret, struct orch_diags *diags)
+int orch_ytree_from_json(const char *name, const json_t *j, struct orch_ytree **ret,
+                         struct orch_diags *diags)
 {
         _cleanup_(orch_ytree_freep) struct orch_ytree *t = calloc(1, sizeof *t);
         struct json_builder b = {.tree = t, .name = name, .diags = diags};

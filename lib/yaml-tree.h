@@ -22,9 +22,9 @@
 #include "macro.h"
 
 /* Hostile-input bounds of one buffer (every document in it together). */
-#define ORCH_YTREE_MAX_NODES    200000u /* nodes counted as if every alias were expanded */
-#define ORCH_YTREE_MAX_DEPTH    64u     /* nesting of sequences and mappings */
-#define ORCH_YTREE_MAX_ANCHORS  256u    /* per document */
+#define ORCH_YTREE_MAX_NODES   200000u /* nodes counted as if every alias were expanded */
+#define ORCH_YTREE_MAX_DEPTH   64u     /* nesting of sequences and mappings */
+#define ORCH_YTREE_MAX_ANCHORS 256u    /* per document */
 
 enum orch_ynode_type {
         ORCH_YNODE_SCALAR,
@@ -76,7 +76,8 @@ int orch_ytree_parse(const char *name, const char *buf, size_t len, struct orch_
 
 /* Converts one JSON value into a tree of one document (positions 0). Strings with NUL bytes,
  * too deep or too large values are errors reported in `diags` (-EINVAL). */
-int orch_ytree_from_json(const char *name, const json_t *j, struct orch_ytree **ret, struct orch_diags *diags);
+int orch_ytree_from_json(const char *name, const json_t *j, struct orch_ytree **ret,
+                         struct orch_diags *diags);
 
 struct orch_ytree *orch_ytree_free(struct orch_ytree *t);
 DEFINE_TRIVIAL_CLEANUP_FUNC(struct orch_ytree *, orch_ytree_free)

@@ -150,17 +150,19 @@ START_TEST(test_invalid_fixtures)
                         const char *end = strchr(line, '\n');
                         const char *rest = startswith(line, "# expect: ");
                         if (rest) {
-                                _cleanup_(freep) char *e = strndup(rest, end ? (size_t)(end - rest) : strlen(rest));
+                                _cleanup_(freep) char *e =
+                                        strndup(rest, end ? (size_t)(end - rest) : strlen(rest));
                                 ck_assert_int_eq(orch_strv_push(&expected, e), 0);
                         }
                         line = end ? end + 1 : NULL;
                 }
                 ck_assert_msg(expected, "%s: no '# expect:' line", files[i]);
-                ck_assert_msg(orch_manifest_parse_buffer(m, base, buf, len, &d) == -EINVAL, "%s accepted", files[i]);
+                ck_assert_msg(orch_manifest_parse_buffer(m, base, buf, len, &d) == -EINVAL, "%s accepted",
+                              files[i]);
                 ck_assert_uint_eq(m->n_services, 0);
                 for (size_t k = 0; k < d.n; k++) {
-                        _cleanup_(freep) char *got = orch_strdup_printf("%u:%u: %s", d.items[k].line,
-                                                                        d.items[k].column, d.items[k].message);
+                        _cleanup_(freep) char *got = orch_strdup_printf(
+                                "%u:%u: %s", d.items[k].line, d.items[k].column, d.items[k].message);
                         ck_assert_msg(k < orch_strv_length(expected), "%s: unexpected error %s", base, got);
                         ck_assert_msg(streq(got, expected[k]), "%s: got '%s', expected '%s'", base, got,
                                       expected[k]);
@@ -227,8 +229,8 @@ END_TEST
 
 START_TEST(test_every_field)
 {
-        _cleanup_(freep) char *path = orch_strdup_printf("%s/%s/valid/spec-example.yaml", orch_test_srcdir(),
-                                                         FIXTURES);
+        _cleanup_(freep) char *path =
+                orch_strdup_printf("%s/%s/valid/spec-example.yaml", orch_test_srcdir(), FIXTURES);
         _cleanup_(orch_manifest_freep) struct orch_manifest *m = calloc(1, sizeof *m);
         struct orch_diags d = {0};
         const struct orch_service *s;
@@ -292,21 +294,23 @@ START_TEST(test_canonical_form)
         char rev[ORCH_REVISION_LEN + 1], hex[65], spec[65];
         unsigned n;
 
-        ck_assert_str_eq(text,
-                         "{\"command\":[\"/bin/web\",\"--port\",\"${PORT}\"],\"env\":{\"A\":\"x\",\"B\":\"2\"},"
-                         "\"health\":{\"grace\":\"5s\",\"healthy_threshold\":1,\"interval\":\"2s\","
-                         "\"on_unhealthy\":\"restart\",\"path\":\"/\",\"port\":\"http\",\"timeout\":\"1500ms\","
-                         "\"type\":\"http\",\"unhealthy_threshold\":3},\"kind\":\"service\",\"logs\":{\"max_files\":5,"
-                         "\"max_size\":\"10Mi\"},\"name\":\"web\",\"placement\":{\"constraints\":[],\"strategy\":"
-                         "\"spread\"},\"ports\":[{\"name\":\"http\"}],\"replicas\":1,\"resources\":{\"cpu\":"
-                         "\"1500m\",\"memory\":\"1Gi\"},\"restart\":{\"backoff\":\"100ms\",\"max_backoff\":\"30s\","
-                         "\"policy\":\"always\",\"reset_after\":\"1m\"},\"route\":{\"auth\":\"none\",\"host\":"
-                         "\"example.com\",\"max_body\":\"1Mi\",\"path\":\"/\",\"port\":\"http\",\"rate_burst\":60,"
-                         "\"rate_limit\":\"60/m\",\"strip_prefix\":false,\"timeout\":\"1m\"},\"sandbox\":{"
-                         "\"dynamic_user\":false,\"no_new_privileges\":true,\"private_tmp\":false,\"protect_system\":"
-                         "false},\"stop\":{\"signal\":\"TERM\",\"timeout\":\"10s\"},\"update\":{\"auto_revert\":true,"
-                         "\"max_surge\":1,\"max_unavailable\":0,\"min_healthy\":\"5s\",\"progress_deadline\":\"2m\"},"
-                         "\"user\":\"nobody\"}");
+        ck_assert_str_eq(
+                text,
+                "{\"command\":[\"/bin/web\",\"--port\",\"${PORT}\"],\"env\":{\"A\":\"x\",\"B\":\"2\"},"
+                "\"health\":{\"grace\":\"5s\",\"healthy_threshold\":1,\"interval\":\"2s\","
+                "\"on_unhealthy\":\"restart\",\"path\":\"/\",\"port\":\"http\",\"timeout\":\"1500ms\","
+                "\"type\":\"http\",\"unhealthy_threshold\":3},\"kind\":\"service\",\"logs\":{\"max_files\":"
+                "5,"
+                "\"max_size\":\"10Mi\"},\"name\":\"web\",\"placement\":{\"constraints\":[],\"strategy\":"
+                "\"spread\"},\"ports\":[{\"name\":\"http\"}],\"replicas\":1,\"resources\":{\"cpu\":"
+                "\"1500m\",\"memory\":\"1Gi\"},\"restart\":{\"backoff\":\"100ms\",\"max_backoff\":\"30s\","
+                "\"policy\":\"always\",\"reset_after\":\"1m\"},\"route\":{\"auth\":\"none\",\"host\":"
+                "\"example.com\",\"max_body\":\"1Mi\",\"path\":\"/\",\"port\":\"http\",\"rate_burst\":60,"
+                "\"rate_limit\":\"60/m\",\"strip_prefix\":false,\"timeout\":\"1m\"},\"sandbox\":{"
+                "\"dynamic_user\":false,\"no_new_privileges\":true,\"private_tmp\":false,\"protect_system\":"
+                "false},\"stop\":{\"signal\":\"TERM\",\"timeout\":\"10s\"},\"update\":{\"auto_revert\":true,"
+                "\"max_surge\":1,\"max_unavailable\":0,\"min_healthy\":\"5s\",\"progress_deadline\":\"2m\"},"
+                "\"user\":\"nobody\"}");
 
         /* The revision is SHA-256 over the same text without replicas, update and route. */
         ck_assert_int_eq(orch_service_to_json(s, &j), 0);
@@ -346,7 +350,8 @@ START_TEST(test_revision_stability)
                 {"# a comment\nresources:\n  memory: 134217728 # bytes\nenv:\n  B: \"2\"\n  A: 1\n"
                  "ports:\n- name: http\ncommand:\n- /bin/web\nname: web\nkind: service\n",
                  true, true},
-                {"{\"kind\":\"service\",\"name\":\"web\",\"command\":[\"/bin/web\"],\"ports\":[{\"name\":\"http\"}],"
+                {"{\"kind\":\"service\",\"name\":\"web\",\"command\":[\"/bin/"
+                 "web\"],\"ports\":[{\"name\":\"http\"}],"
                  "\"env\":{\"B\":\"2\",\"A\":\"1\"},\"resources\":{\"memory\":\"0.125Gi\"}}",
                  true, true},
                 /* defaults written out: same */
@@ -359,7 +364,8 @@ START_TEST(test_revision_stability)
                  "env: {A: '1', B: '2'}\nresources: {memory: 128Mi}\nreplicas: 5\n",
                  true, false},
                 {"kind: service\nname: web\ncommand: [/bin/web]\nports: [{name: http}]\n"
-                 "env: {A: '1', B: '2'}\nresources: {memory: 128Mi}\nupdate: {max_surge: 2}\nroute: {path: /w}\n",
+                 "env: {A: '1', B: '2'}\nresources: {memory: 128Mi}\nupdate: {max_surge: 2}\nroute: {path: "
+                 "/w}\n",
                  true, false},
                 /* anything an instance runs with: new revision */
                 {"kind: service\nname: web\ncommand: [/bin/web, -v]\nports: [{name: http}]\n"
@@ -385,7 +391,8 @@ START_TEST(test_revision_stability)
                 char r[ORCH_REVISION_LEN + 1], s[65];
 
                 revision_of(cases[i].text, r, s);
-                ck_assert_msg(streq(r, r0) == cases[i].same_revision, "case %zu: revision %s vs %s", i, r, r0);
+                ck_assert_msg(streq(r, r0) == cases[i].same_revision, "case %zu: revision %s vs %s", i, r,
+                              r0);
                 ck_assert_msg(streq(s, s0) == cases[i].same_spec, "case %zu: spec hash", i);
         }
 }
@@ -393,7 +400,8 @@ END_TEST
 
 START_TEST(test_units_canonical)
 {
-        _cleanup_(freep) char *path = orch_strdup_printf("%s/%s/valid/units.yaml", orch_test_srcdir(), FIXTURES);
+        _cleanup_(freep) char *path =
+                orch_strdup_printf("%s/%s/valid/units.yaml", orch_test_srcdir(), FIXTURES);
         _cleanup_(orch_manifest_freep) struct orch_manifest *m = calloc(1, sizeof *m);
         _cleanup_json_ json_t *j = NULL;
         struct orch_diags d = {0};
@@ -420,10 +428,14 @@ START_TEST(test_units_canonical)
 
         ck_assert_int_eq(orch_service_to_json(s, &j), 0);
         ck_assert_str_eq(json_string_value(json_object_get(json_object_get(j, "resources"), "cpu")), "500m");
-        ck_assert_str_eq(json_string_value(json_object_get(json_object_get(j, "resources"), "memory")), "1Gi");
-        ck_assert_str_eq(json_string_value(json_object_get(json_object_get(j, "health"), "interval")), "90s");
-        ck_assert_str_eq(json_string_value(json_object_get(json_object_get(j, "health"), "timeout")), "1500ms");
-        ck_assert_str_eq(json_string_value(json_object_get(json_object_get(j, "restart"), "max_backoff")), "30m");
+        ck_assert_str_eq(json_string_value(json_object_get(json_object_get(j, "resources"), "memory")),
+                         "1Gi");
+        ck_assert_str_eq(json_string_value(json_object_get(json_object_get(j, "health"), "interval")),
+                         "90s");
+        ck_assert_str_eq(json_string_value(json_object_get(json_object_get(j, "health"), "timeout")),
+                         "1500ms");
+        ck_assert_str_eq(json_string_value(json_object_get(json_object_get(j, "restart"), "max_backoff")),
+                         "30m");
         ck_assert_str_eq(json_string_value(json_object_get(json_object_get(j, "stop"), "signal")), "INT");
         ck_assert_str_eq(json_string_value(json_object_get(json_object_get(j, "logs"), "max_size")), "1G");
         ck_assert_int_eq(orch_json_get_string(json_object_get(j, "health"), "command", &str), -EINVAL);
@@ -443,10 +455,10 @@ START_TEST(test_multi_document_atomic)
         ck_assert_str_eq(m->services[1]->name, "b");
         ck_assert_uint_eq(m->services[1]->source_line, 6);
         /* one bad document: nothing of the buffer is added, the earlier services stay */
-        ck_assert_int_eq(orch_manifest_parse_buffer(m, "t2.yaml",
-                                                    "kind: service\nname: c\ncommand: x\n---\nkind: service\n", 51,
-                                                    &d),
-                         -EINVAL);
+        ck_assert_int_eq(
+                orch_manifest_parse_buffer(
+                        m, "t2.yaml", "kind: service\nname: c\ncommand: x\n---\nkind: service\n", 51, &d),
+                -EINVAL);
         ck_assert_uint_eq(m->n_services, 2);
         ck_assert_uint_eq(d.n, 2);
         ck_assert_str_eq(d.items[0].file, "t2.yaml");
@@ -486,8 +498,8 @@ START_TEST(test_hostile_input)
         /* billion laughs: rejected fast (the expansion is counted, never built) */
         orch_buf_puts(&b, "a: &a [x, x, x, x, x, x, x, x, x, x]\n");
         for (char c = 'b'; c <= 'z'; c++)
-                orch_buf_printf(&b, "%c: &%c [*%c, *%c, *%c, *%c, *%c, *%c, *%c, *%c, *%c, *%c]\n", c, c, c - 1,
-                                c - 1, c - 1, c - 1, c - 1, c - 1, c - 1, c - 1, c - 1, c - 1);
+                orch_buf_printf(&b, "%c: &%c [*%c, *%c, *%c, *%c, *%c, *%c, *%c, *%c, *%c, *%c]\n", c, c,
+                                c - 1, c - 1, c - 1, c - 1, c - 1, c - 1, c - 1, c - 1, c - 1, c - 1);
         start = orch_now_msec();
         e = first_error(b.data, b.len);
         ck_assert_uint_lt(orch_now_msec() - start, 1000);
@@ -537,7 +549,8 @@ START_TEST(test_hostile_input)
                 ck_assert_int_lt(orch_manifest_parse_buffer(m, "w", wide, strlen(wide), &d), 0);
                 ck_assert_uint_eq(d.n, 1);
                 ck_assert_str_eq(d.items[0].message,
-                                 "name: invalid name \"kkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkk...\" (lower-case letters, "
+                                 "name: invalid name \"kkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkk...\" "
+                                 "(lower-case letters, "
                                  "digits and '-', starting with a letter, at most 63 characters)");
                 orch_diags_release(&d);
         }
@@ -585,8 +598,8 @@ START_TEST(test_from_json)
         ck_assert_uint_eq(d.n, 2);
         ck_assert_uint_eq(d.items[0].line, 0);
         ck_assert_str_eq(d.items[0].message, "replicas: must not be negative (got -1)");
-        ck_assert_str_eq(d.items[1].message,
-                         "resources.memory: bad size \"12Q\" (use a number with Ki, Mi, Gi, K, M or G, or plain bytes)");
+        ck_assert_str_eq(d.items[1].message, "resources.memory: bad size \"12Q\" (use a number with Ki, Mi, "
+                                             "Gi, K, M or G, or plain bytes)");
         orch_diags_release(&d);
         json_object_set_new(j, "replicas", json_integer(2));
         json_object_set_new(j, "resources", json_pack("{s:f}", "cpu", 0.25));
@@ -602,9 +615,10 @@ END_TEST
 
 START_TEST(test_dup_equal)
 {
-        _cleanup_(orch_service_freep) struct orch_service *a = parse_one(
-                "kind: service\nname: a\ncommand: [x]\nports: [{name: p}]\nhealth: {type: exec, command: 'true'}\n"
-                "placement: {constraints: [a=b]}\nroute: {}\n");
+        _cleanup_(orch_service_freep) struct orch_service *a =
+                parse_one("kind: service\nname: a\ncommand: [x]\nports: [{name: p}]\nhealth: {type: exec, "
+                          "command: 'true'}\n"
+                          "placement: {constraints: [a=b]}\nroute: {}\n");
         _cleanup_(orch_service_freep) struct orch_service *b = NULL;
 
         ck_assert_int_eq(orch_service_dup(a, &b), 0);
@@ -710,8 +724,10 @@ START_TEST(test_tables)
 
         ck_assert(orch_service_name_valid("a"));
         ck_assert(orch_service_name_valid("web-2"));
-        ck_assert(orch_service_name_valid("a23456789012345678901234567890123456789012345678901234567890123"));
-        ck_assert(!orch_service_name_valid("a234567890123456789012345678901234567890123456789012345678901234"));
+        ck_assert(
+                orch_service_name_valid("a23456789012345678901234567890123456789012345678901234567890123"));
+        ck_assert(!orch_service_name_valid(
+                "a234567890123456789012345678901234567890123456789012345678901234"));
         ck_assert(!orch_service_name_valid("2web"));
         ck_assert(!orch_service_name_valid("Web"));
         ck_assert(!orch_service_name_valid(""));
@@ -726,8 +742,9 @@ START_TEST(test_scalar_resolution)
 {
         _cleanup_(orch_ytree_freep) struct orch_ytree *t = NULL;
         struct orch_diags d = {0};
-        static const char text[] = "[yes, no, on, ~, null, '', True, 0x1F, 0o17, -3, 1.5, .inf, 1e3, '12', !!str 5, "
-                                   "!!int '7', 2001-12-14]";
+        static const char text[] =
+                "[yes, no, on, ~, null, '', True, 0x1F, 0o17, -3, 1.5, .inf, 1e3, '12', !!str 5, "
+                "!!int '7', 2001-12-14]";
         static const enum orch_yscalar_kind kinds[] = {
                 ORCH_YSCALAR_STRING, ORCH_YSCALAR_STRING, ORCH_YSCALAR_STRING, ORCH_YSCALAR_NULL,
                 ORCH_YSCALAR_NULL,   ORCH_YSCALAR_STRING, ORCH_YSCALAR_BOOL,   ORCH_YSCALAR_INT,
