@@ -5,6 +5,7 @@ lib_liborch_a_SOURCES = \
 	lib/daemon.c lib/daemon.h \
 	lib/diag.c lib/diag.h \
 	lib/hashmap.c lib/hashmap.h \
+	lib/http.c lib/http.h \
 	lib/json.c lib/json.h \
 	lib/list.h \
 	lib/log.c lib/log.h \
@@ -24,6 +25,8 @@ lib_libllhttp_a_CFLAGS = -std=gnu11 -O2 -w $(SAN_CFLAGS)
 
 LLHTTP_CPPFLAGS = -I$(LLHTTP_INCDIR)
 
+## lib/http.c parses with llhttp; its header stays private to it.
+lib_liborch_a_CPPFLAGS = $(ORCH_CPPFLAGS) $(LLHTTP_CPPFLAGS)
 ## What every program and test links against.
-ORCH_LIBS = lib/liborch.a $(JANSSON_LIBS) $(YAML_LIBS) $(CRYPTO_LIBS) $(SYSTEMD_LIBS) $(LIBUV_LIBS)
+ORCH_LIBS = lib/liborch.a lib/libllhttp.a $(JANSSON_LIBS) $(YAML_LIBS) $(CRYPTO_LIBS) $(SYSTEMD_LIBS) $(LIBUV_LIBS)
 ORCH_CPPFLAGS = $(AM_CPPFLAGS) $(JANSSON_CFLAGS) $(YAML_CFLAGS) $(CRYPTO_CFLAGS) $(SYSTEMD_CFLAGS) $(LIBUV_CFLAGS)
