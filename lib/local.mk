@@ -24,9 +24,9 @@ lib_libllhttp_a_CPPFLAGS = -I$(LLHTTP_INCDIR) -I$(LLHTTP_SRCDIR)
 lib_libllhttp_a_CFLAGS = -std=gnu11 -O2 -w $(SAN_CFLAGS)
 
 LLHTTP_CPPFLAGS = -I$(LLHTTP_INCDIR)
-
 ## lib/http.c parses with llhttp; its header stays private to it.
 lib_liborch_a_CPPFLAGS = $(ORCH_CPPFLAGS) $(LLHTTP_CPPFLAGS)
+
 ## What every program and test links against.
 ORCH_LIBS = lib/liborch.a lib/libllhttp.a $(JANSSON_LIBS) $(YAML_LIBS) $(CRYPTO_LIBS) $(SYSTEMD_LIBS) $(LIBUV_LIBS)
 ORCH_CPPFLAGS = $(AM_CPPFLAGS) $(JANSSON_CFLAGS) $(YAML_CFLAGS) $(CRYPTO_CFLAGS) $(SYSTEMD_CFLAGS) $(LIBUV_CFLAGS)

@@ -4,9 +4,9 @@ UNIT_TESTS = \
 	tests/unit/test-reconciler \
 	tests/unit/test-store \
 	tests/unit/test-hashmap \
+	tests/unit/test-http \
 	tests/unit/test-manifest \
 	tests/unit/test-units
-	tests/unit/test-http \
 
 check_PROGRAMS += $(UNIT_TESTS)
 TESTS += $(UNIT_TESTS)
@@ -26,12 +26,12 @@ tests_unit_test_hashmap_SOURCES = tests/unit/test-hashmap.c tests/unit/testing.h
 tests_unit_test_hashmap_CPPFLAGS = $(UNIT_CPPFLAGS)
 tests_unit_test_hashmap_LDADD = $(UNIT_LDADD)
 
-tests_unit_test_store_SOURCES = tests/unit/test-store.c tests/unit/testing.h
-tests_unit_test_store_CPPFLAGS = $(UNIT_CPPFLAGS) -I$(top_srcdir)/orchd $(SQLITE_CFLAGS)
 tests_unit_test_http_SOURCES = tests/unit/test-http.c tests/unit/testing.h
 tests_unit_test_http_CPPFLAGS = $(UNIT_CPPFLAGS)
 tests_unit_test_http_LDADD = $(UNIT_LDADD)
 
+tests_unit_test_store_SOURCES = tests/unit/test-store.c tests/unit/testing.h
+tests_unit_test_store_CPPFLAGS = $(UNIT_CPPFLAGS) -I$(top_srcdir)/orchd $(SQLITE_CFLAGS)
 tests_unit_test_store_LDADD = $(STORE_LIBS) $(UNIT_LDADD)
 
 tests_unit_test_scheduler_SOURCES = tests/unit/test-scheduler.c tests/unit/testing.h
