@@ -22,12 +22,13 @@
  * after an error so that the user sees all of them in one round.
  */
 
-#define PATH_BUF      160
-#define MAX_PORTS     64
-#define MAX_REPLICAS  10000u
-#define MAX_ENV_NAME  255
-#define MAX_HTTP_PATH 1024
-#define MAX_FS_PATH   4095
+#define PATH_BUF        160
+#define MAX_PORTS       64
+#define MAX_CONSTRAINTS 64
+#define MAX_REPLICAS    10000u
+#define MAX_ENV_NAME    255
+#define MAX_HTTP_PATH   1024
+#define MAX_FS_PATH     4095
 
 struct vctx {
         const char *file;
@@ -685,6 +686,10 @@ static void unknown_key(struct vctx *c, const struct orch_ynode *k, const char *
         char q[ORCH_YTREE_SHORT];
         const char *hint;
 
+        if (c->diags->truncated) { /* nobody will read it: spare the suggestion on hostile input */
+                c->errors++;
+                return;
+        }
         for (size_t i = 0; i < b->n_fields; i++)
                 names[i] = b->fields[i].key;
         hint = orch_suggest(k->value, names, b->n_fields);
@@ -821,12 +826,12 @@ static void check_refs_in(struct vctx *c, const struct orch_ynode *v, const char
 
                 if (p > text && p[-1] == '$') /* "$${" is a literal "${" */
                         continue;
-                end = strchr(p + 2, '}');
+                /* Look for the '}' within a name's length only: scanning to the end of the value for
+                 * every "${" would make "${${${...}" quadratic. */
+                end = memchr(p + 2, '}', strnlen(p + 2, sizeof name));
                 if (!end)
-                        break;
-                len = (size_t)(end - p - 2);
-                if (len >= sizeof name)
                         continue;
+                len = (size_t)(end - p - 2);
                 memcpy(name, p + 2, len);
                 name[len] = '\0';
                 port_list(s, declared, sizeof declared);
@@ -1206,6 +1211,10 @@ static void parse_constraints(struct vctx *c, const struct orch_ynode *v, const 
         if (v->type != ORCH_YNODE_SEQUENCE) {
                 verr(c, v, "%s: expected a list of \"key=value\" or \"key!=value\", got %s", path,
                      orch_ynode_describe(v));
+                return;
+        }
+        if (v->n_items > MAX_CONSTRAINTS) {
+                verr(c, v, "%s: too many constraints (%zu; at most %d)", path, v->n_items, MAX_CONSTRAINTS);
                 return;
         }
         cs = calloc(v->n_items + 1, sizeof *cs);

@@ -507,6 +507,18 @@ START_TEST(test_hostile_input)
         free(e);
         orch_buf_release(&b);
 
+        /* "${" a million times, closed once at the end: linear, not quadratic */
+        orch_buf_puts(&b, "kind: service\nname: x\nports: [{name: p}]\ncommand: \"");
+        for (size_t i = 0; i < 1000000; i++)
+                orch_buf_puts(&b, "${");
+        orch_buf_puts(&b, "PORT_Q}\"\n");
+        start = orch_now_msec();
+        e = first_error(b.data, b.len);
+        ck_assert_uint_lt(orch_now_msec() - start, 2000);
+        ck_assert_str_eq(e, "4:10: command: ${PORT_Q} refers to an undeclared port (declared: p)");
+        free(e);
+        orch_buf_release(&b);
+
         /* aliases that point nowhere, or into their own definition */
         e = first_error("kind: service\nname: *nope\n", 25);
         ck_assert_str_eq(e, "2:7: unknown anchor 'nope'");
