@@ -519,6 +519,12 @@ int orch_ytree_parse(const char *name, const char *buf, size_t len, struct orch_
 
         if (!t)
                 return -ENOMEM;
+        /* The encoding is set below (UTF-16 input would otherwise be converted by guess), and that
+         * turns off libyaml's own byte-order-mark handling: a Windows editor's BOM is skipped here. */
+        if (len >= 3 && memcmp(buf, "\xef\xbb\xbf", 3) == 0) {
+                buf += 3;
+                len -= 3;
+        }
         /* libyaml would stop at a NUL or bad UTF-8 too, but with a message about "control
          * characters" or "octets": say plainly what is wrong, where. */
         bad_at = orch_utf8_invalid_offset(buf, len);

@@ -495,6 +495,11 @@ START_TEST(test_hostile_input)
         ck_assert_str_eq(e, "2:7: control characters are not allowed");
         free(e);
 
+        /* a byte-order mark and CRLF line ends (a Windows editor) are fine, positions unchanged */
+        e = first_error("\xef\xbb\xbfkind: service\r\nname: web\r\ncommand: x\r\nreplicas: -2\r\n", 55);
+        ck_assert_str_eq(e, "4:11: replicas: must not be negative (got -2)");
+        free(e);
+
         /* billion laughs: rejected fast (the expansion is counted, never built) */
         orch_buf_puts(&b, "a: &a [x, x, x, x, x, x, x, x, x, x]\n");
         for (char c = 'b'; c <= 'z'; c++)
