@@ -511,15 +511,16 @@ struct field {
         bool early; /* read before the other keys of its block, whatever the order in the file */
 };
 
-/* The value nodes of a block's fields, in table order (NULL: not given). */
+/* The value nodes of a block's fields, in table order (NULL: not given), and which of them were
+ * rejected: a rule between two fields runs only when both are good, so one mistake gives one error. */
 typedef const struct orch_ynode *seen_t[24];
+typedef bool failed_t[24];
 
 struct block {
         const struct field *fields;
         size_t n_fields;
-        /* Rules between fields; `ok` is false when a field of the block already failed. */
-        void (*post)(struct vctx *c, const struct orch_ynode *map, const char *path, seen_t seen, bool ok,
-                     struct orch_service *s);
+        void (*post)(struct vctx *c, const struct orch_ynode *map, const char *path, seen_t seen,
+                     const failed_t failed, struct orch_service *s);
 };
 
 #define FIELD_AT(s, f, type) ((type *)((char *)(s) + (f)->offset))
@@ -706,8 +707,8 @@ static void parse_block(struct vctx *c, const struct orch_ynode *map, const char
                         const struct block *b, struct orch_service *s)
 {
         seen_t seen = {0};
+        failed_t failed = {0};
         const struct orch_ynode *seen_key[ELEMENTSOF(seen)] = {0};
-        unsigned before = c->errors;
 
         if (map->type != ORCH_YNODE_MAPPING) {
                 verr(c, map, "%s: expected a mapping, got %s", path, orch_ynode_describe(map));
@@ -738,12 +739,14 @@ static void parse_block(struct vctx *c, const struct orch_ynode *map, const char
                                 verr(c, k, "%s: duplicate key (first at %s)", sub, where(seen_key[j], w));
                                 continue;
                         }
+                        unsigned before = c->errors;
                         seen[j] = v;
                         seen_key[j] = k;
                         parse_field(c, f, v, sub, s);
+                        failed[j] = c->errors != before;
                 }
         if (b->post)
-                b->post(c, map, path, seen, c->errors == before, s);
+                b->post(c, map, path, seen, failed, s);
 }
 
 /* -------------------------------------------------------------------------------------------- */
@@ -1455,8 +1458,8 @@ enum {
         H_TIMEOUT,
 };
 
-static void health_post(struct vctx *c, const struct orch_ynode *map, const char *path, seen_t seen, bool ok,
-                        struct orch_service *s)
+static void health_post(struct vctx *c, const struct orch_ynode *map, const char *path, seen_t seen,
+                        const failed_t failed, struct orch_service *s)
 {
         struct orch_health *h = &s->health;
         const char *type;
@@ -1481,7 +1484,7 @@ static void health_post(struct vctx *c, const struct orch_ynode *map, const char
         if (h->type == ORCH_HEALTH_HTTP || h->type == ORCH_HEALTH_TCP)
                 resolve_port(c, map, seen[H_PORT], path,
                              h->type == ORCH_HEALTH_HTTP ? "type http" : "type tcp", &h->port, s);
-        if (ok && h->timeout_ms > h->interval_ms) {
+        if (!failed[H_TIMEOUT] && !failed[H_INTERVAL] && h->timeout_ms > h->interval_ms) {
                 char t[32], i[32];
                 orch_format_duration(h->timeout_ms, t, sizeof t);
                 orch_format_duration(h->interval_ms, i, sizeof i);
@@ -1511,9 +1514,10 @@ static const struct block health_block = {health_fields, ELEMENTSOF(health_field
 enum { R_POLICY, R_BACKOFF, R_MAX_BACKOFF };
 
 static void restart_post(struct vctx *c, const struct orch_ynode *map, const char *path, seen_t seen,
-                         bool ok, struct orch_service *s)
+                         const failed_t failed, struct orch_service *s)
 {
-        if (ok && s->restart.max_backoff_ms < s->restart.backoff_ms) {
+        if (!failed[R_BACKOFF] && !failed[R_MAX_BACKOFF] &&
+            s->restart.max_backoff_ms < s->restart.backoff_ms) {
                 char a[32], b[32];
                 orch_format_duration(s->restart.max_backoff_ms, a, sizeof a);
                 orch_format_duration(s->restart.backoff_ms, b, sizeof b);
@@ -1544,21 +1548,19 @@ static const struct block placement_block = {placement_fields, ELEMENTSOF(placem
 
 enum { U_SURGE, U_UNAVAILABLE, U_MIN_HEALTHY, U_DEADLINE };
 
-static void update_post(struct vctx *c, const struct orch_ynode *map, const char *path, seen_t seen, bool ok,
-                        struct orch_service *s)
+static void update_post(struct vctx *c, const struct orch_ynode *map, const char *path, seen_t seen,
+                        const failed_t failed, struct orch_service *s)
 {
         const struct orch_update *u = &s->update;
 
-        if (!ok)
-                return;
-        if (u->max_surge + (uint64_t)u->max_unavailable < 1)
+        if (!failed[U_SURGE] && !failed[U_UNAVAILABLE] && u->max_surge + (uint64_t)u->max_unavailable < 1)
                 verr(c,
                      seen[U_SURGE]         ? seen[U_SURGE]
                      : seen[U_UNAVAILABLE] ? seen[U_UNAVAILABLE]
                                            : map,
                      "%s: max_surge and max_unavailable are both 0, so a rollout could never make progress",
                      path);
-        if (u->progress_deadline_ms <= u->min_healthy_ms) {
+        if (!failed[U_DEADLINE] && !failed[U_MIN_HEALTHY] && u->progress_deadline_ms <= u->min_healthy_ms) {
                 char a[32], b[32];
                 orch_format_duration(u->progress_deadline_ms, a, sizeof a);
                 orch_format_duration(u->min_healthy_ms, b, sizeof b);
@@ -1578,8 +1580,8 @@ static const struct block update_block = {update_fields, ELEMENTSOF(update_field
 
 enum { RT_PATH, RT_HOST, RT_STRIP, RT_PORT, RT_RATE, RT_BURST };
 
-static void route_post(struct vctx *c, const struct orch_ynode *map, const char *path, seen_t seen, bool ok,
-                       struct orch_service *s)
+static void route_post(struct vctx *c, const struct orch_ynode *map, const char *path, seen_t seen,
+                       const failed_t failed, struct orch_service *s)
 {
         struct orch_route *r = &s->route;
 
@@ -1615,7 +1617,7 @@ static const struct block logs_block = {logs_fields, ELEMENTSOF(logs_fields), NU
 enum { SB_NNP, SB_PRIVATE_TMP, SB_PROTECT_SYSTEM, SB_DYNAMIC_USER };
 
 static void sandbox_post(struct vctx *c, const struct orch_ynode *map, const char *path, seen_t seen,
-                         bool ok, struct orch_service *s)
+                         const failed_t failed, struct orch_service *s)
 {
         static const struct {
                 size_t field;
@@ -1649,7 +1651,7 @@ static const struct block sandbox_block = {sandbox_fields, ELEMENTSOF(sandbox_fi
 enum { T_KIND, T_NAME, T_REPLICAS, T_COMMAND };
 
 static void service_post(struct vctx *c, const struct orch_ynode *map, const char *path, seen_t seen,
-                         bool ok, struct orch_service *s)
+                         const failed_t failed, struct orch_service *s)
 {
         if (!seen[T_NAME])
                 verr(c, map, "missing required key 'name'");
