@@ -29,6 +29,7 @@ static int validate_run(int argc, char **argv)
         _cleanup_(orch_manifest_freep) struct orch_manifest *m = NULL;
         _cleanup_(freep) struct orch_diags *per_file = NULL;
         _cleanup_(freep) size_t *counts = NULL;
+        _cleanup_(freep) bool *printed = NULL;
         struct orch_diags diags = {0};
         bool failed = false;
         size_t n_files;
@@ -81,6 +82,9 @@ static int validate_run(int argc, char **argv)
          * either "OK" or followed by its errors, never both. */
         if (orch_manifest_check_duplicates(m, &diags) < 0 || diags.n > 0)
                 failed = true;
+        printed = calloc(diags.n + 1, sizeof *printed);
+        if (!printed)
+                return orch_cli_fail("out of memory");
         for (size_t i = 0; i < n_files; i++) {
                 const char *name = streq(files[i], "-") ? "<stdin>" : files[i];
                 bool bad = per_file[i].n > 0 || per_file[i].truncated;
@@ -89,7 +93,10 @@ static int validate_run(int argc, char **argv)
                 orch_diags_print(&per_file[i], stderr);
                 for (size_t k = 0; k < diags.n; k++)
                         if (streq(diags.items[k].file, name)) {
-                                print_diag(&diags.items[k]);
+                                /* a file given twice repeats its names: report that once */
+                                if (!printed[k])
+                                        print_diag(&diags.items[k]);
+                                printed[k] = true;
                                 bad = true;
                         }
                 if (!bad)
