@@ -1,1 +1,15 @@
-## agent: rules are added as the module lands.
+## agent: orch-agent's modules, built as one convenience library that the
+## program, the tests and the benchmarks link. One source per line: other
+## modules append themselves here.
+noinst_LIBRARIES += agent/libagent.a
+
+agent_libagent_a_SOURCES = \
+	agent/cgroup.c \
+	agent/cgroup.h \
+	agent/spawn.c \
+	agent/spawn.h
+agent_libagent_a_CPPFLAGS = $(ORCH_CPPFLAGS) $(CGROUP_CFLAGS) $(LIBUV_CFLAGS)
+
+## What a program or test using the agent's modules links against.
+AGENT_CPPFLAGS = $(ORCH_CPPFLAGS) $(CGROUP_CFLAGS) $(LIBUV_CFLAGS) -I$(top_srcdir)/agent
+AGENT_LIBS = agent/libagent.a $(ORCH_LIBS) $(CGROUP_LIBS) $(LIBUV_LIBS)

@@ -1,5 +1,7 @@
 ## Unit tests (check): one program per module, tests/unit/test-<module>.c.
 UNIT_TESTS = \
+	tests/unit/test-cgroup \
+	tests/unit/test-spawn \
 	tests/unit/test-scheduler \
 	tests/unit/test-reconciler \
 	tests/unit/test-store \
@@ -64,3 +66,12 @@ tests_fuzz_fuzz_manifest_CPPFLAGS = $(ORCH_CPPFLAGS)
 tests_fuzz_fuzz_manifest_LDADD = $(ORCH_LIBS)
 tests_fuzz_fuzz_manifest_LDFLAGS = $(AM_LDFLAGS) -fsanitize=fuzzer
 endif
+
+## agent: confinement (real cgroups and processes; they skip without root).
+tests_unit_test_cgroup_SOURCES = tests/unit/test-cgroup.c tests/unit/testing.h
+tests_unit_test_cgroup_CPPFLAGS = $(UNIT_CPPFLAGS) $(AGENT_CPPFLAGS)
+tests_unit_test_cgroup_LDADD = $(AGENT_LIBS) $(UNIT_LDADD)
+
+tests_unit_test_spawn_SOURCES = tests/unit/test-spawn.c tests/unit/testing.h
+tests_unit_test_spawn_CPPFLAGS = $(UNIT_CPPFLAGS) $(AGENT_CPPFLAGS)
+tests_unit_test_spawn_LDADD = $(AGENT_LIBS) $(UNIT_LDADD)
