@@ -11,6 +11,7 @@ lib_liborch_a_SOURCES = \
 	lib/log.c lib/log.h \
 	lib/macro.h \
 	lib/manifest.c lib/manifest-json.c lib/manifest.h \
+	lib/proto.c lib/proto.h \
 	lib/types.c lib/types.h \
 	lib/units.c lib/units.h \
 	lib/util.c lib/util.h \

@@ -8,6 +8,7 @@ UNIT_TESTS = \
 	tests/unit/test-hashmap \
 	tests/unit/test-http \
 	tests/unit/test-manifest \
+	tests/unit/test-proto \
 	tests/unit/test-units
 
 check_PROGRAMS += $(UNIT_TESTS)
@@ -75,3 +76,8 @@ tests_unit_test_cgroup_LDADD = $(AGENT_LIBS) $(UNIT_LDADD)
 tests_unit_test_spawn_SOURCES = tests/unit/test-spawn.c tests/unit/testing.h
 tests_unit_test_spawn_CPPFLAGS = $(UNIT_CPPFLAGS) $(AGENT_CPPFLAGS)
 tests_unit_test_spawn_LDADD = $(AGENT_LIBS) $(UNIT_LDADD)
+
+## The agent protocol codec (lib/proto.c).
+tests_unit_test_proto_SOURCES = tests/unit/test-proto.c tests/unit/testing.h
+tests_unit_test_proto_CPPFLAGS = $(UNIT_CPPFLAGS)
+tests_unit_test_proto_LDADD = $(UNIT_LDADD)
