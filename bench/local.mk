@@ -5,3 +5,9 @@ noinst_PROGRAMS += bench/proto-bench
 bench_proto_bench_SOURCES = bench/proto-bench.c
 bench_proto_bench_CPPFLAGS = $(ORCH_CPPFLAGS)
 bench_proto_bench_LDADD = $(ORCH_LIBS)
+
+## Placement throughput: 1M instances on 5,000 nodes, spread and binpack, churn, failures (docs/scheduler.md).
+noinst_PROGRAMS += bench/sched-place
+bench_sched_place_SOURCES = bench/sched-place.c
+bench_sched_place_CPPFLAGS = $(ORCH_CPPFLAGS) -I$(top_srcdir)/orchd
+bench_sched_place_LDADD = $(SCHED_LIBS) $(ORCH_LIBS)

@@ -16,12 +16,12 @@
  *   - three string tables (node names, label strings, service names) hand out small ids; a
  *     node's handle is the id of its name, labels are compared as ids;
  *   - every node sits at one position of a random permutation; a max-tree over positions keeps,
- *     per subtree, the largest free CPU and the largest free memory among ready nodes, so a scan
+ *     per subtree and per class of free memory, the largest free CPU among ready nodes, so a scan
  *     skips whole runs of nodes that cannot fit the request in O(log N) instead of visiting them;
  *   - each service has a small hash table node -> instances, holding only the nodes it runs on.
  */
 
-#define ID_NONE UINT32_MAX
+#define ID_NONE                UINT32_MAX
 
 #define DEFAULT_EXHAUSTIVE_MAX 64
 #define DEFAULT_SAMPLE_MIN     8
@@ -307,11 +307,26 @@ struct sched_node {
         uint32_t instances;
 };
 
-/* Max over a subtree of the free capacity of its ready nodes. */
+/*
+ * The capacity tree prunes on both dimensions at once. Separate maxima of free CPU and of free
+ * memory would not: on a full cluster most nodes run out of one of them, and a subtree holding one
+ * node with CPU left and another with memory left passes both maxima while no node in it fits, so
+ * scans would crawl through such subtrees. Instead a cell holds, for each class of free memory,
+ * the most free CPU among the ready nodes that have at least that much memory free: class 0 is
+ * any free memory, class k >= 1 at least 2^(k+23) bytes (16Mi, 32Mi, ... 256Gi). A request looks
+ * at the largest class its memory reaches, exact for requests of a power of two (128Mi, 1Gi) and
+ * never pruning a node that fits otherwise; the leaf then checks memory exactly. Sixteen classes
+ * of 32-bit millicores make a cell one cache line, which is what an update touches per level.
+ */
+#define MEM_CLASSES     16
+#define MEM_CLASS_SHIFT 23
+
 struct tree_cell {
-        int64_t cpu;
-        int64_t mem;
+        int32_t cpu[MEM_CLASSES];
 };
+
+/* A cell's CPU for no fitting node: below any request (requests are unsigned). */
+#define CELL_NONE INT32_MIN
 
 struct orch_sched {
         struct strtab node_names; /* id = node handle */
@@ -330,6 +345,7 @@ struct orch_sched {
         uint32_t n_nodes;
         uint32_t leaves; /* a power of two >= n_nodes; the tree has 2 * leaves cells, root at 1 */
         struct tree_cell *tree;
+        int64_t *leaf_mem; /* by position: free memory of a ready node, else UNSCHEDULABLE */
         uint32_t *pos_node;
 
         uint64_t rng;
@@ -358,28 +374,62 @@ static bool node_valid(const struct orch_sched *s, uint32_t node)
         return node < s->node_names.n_ids && s->nodes[node].pos != ID_NONE;
 }
 
-static struct tree_cell node_free(const struct sched_node *n)
+static unsigned mem_class(int64_t mem)
 {
-        if (n->state != ORCH_NODE_READY)
-                return (struct tree_cell){UNSCHEDULABLE, UNSCHEDULABLE};
-        return (struct tree_cell){(int64_t)n->cpu_cap - (int64_t)n->cpu_alloc,
-                                  (int64_t)n->mem_cap - (int64_t)n->mem_alloc};
+        if (mem < ((int64_t)1 << (MEM_CLASS_SHIFT + 1)))
+                return 0;
+        return MIN((unsigned)(63 - __builtin_clzll((uint64_t)mem)) - MEM_CLASS_SHIFT, MEM_CLASSES - 1);
 }
 
-static struct tree_cell cell_max(struct tree_cell a, struct tree_cell b)
+/* Free memory of a node as the tree sees it. */
+static int64_t node_free_mem(const struct sched_node *n)
 {
-        return (struct tree_cell){MAX(a.cpu, b.cpu), MAX(a.mem, b.mem)};
+        if (n->state != ORCH_NODE_READY || n->mem_alloc > n->mem_cap)
+                return UNSCHEDULABLE;
+        return (int64_t)(n->mem_cap - n->mem_alloc);
 }
 
-static void tree_set(struct orch_sched *s, uint32_t pos, struct tree_cell v)
+static void leaf_cell(const struct sched_node *n, int64_t free_mem, struct tree_cell *ret)
+{
+        unsigned top = free_mem == UNSCHEDULABLE ? 0 : mem_class(free_mem) + 1;
+        /* Over-committed CPU is -1: fails every request, even of 0, as the exact check does.
+         * Capacities are below 2^31 millicores (orch_sched_node_add checks). */
+        int32_t cpu = n->cpu_alloc > n->cpu_cap ? -1 : (int32_t)(n->cpu_cap - n->cpu_alloc);
+
+        for (unsigned k = 0; k < MEM_CLASSES; k++)
+                ret->cpu[k] = k < top ? cpu : CELL_NONE;
+}
+
+static void cell_max(const struct tree_cell *a, const struct tree_cell *b, struct tree_cell *ret)
+{
+        for (unsigned k = 0; k < MEM_CLASSES; k++)
+                ret->cpu[k] = MAX(a->cpu[k], b->cpu[k]);
+}
+
+static void empty_cell(struct tree_cell *ret)
+{
+        for (unsigned k = 0; k < MEM_CLASSES; k++)
+                ret->cpu[k] = CELL_NONE;
+}
+
+/* Writes the leaf of `pos` (node ID_NONE: an empty position) and fixes its ancestors. */
+static void tree_set(struct orch_sched *s, uint32_t pos, uint32_t node)
 {
         size_t i = (size_t)s->leaves + pos;
 
-        s->tree[i] = v;
+        if (node == ID_NONE) {
+                s->leaf_mem[pos] = UNSCHEDULABLE;
+                empty_cell(&s->tree[i]);
+        } else {
+                s->leaf_mem[pos] = node_free_mem(&s->nodes[node]);
+                leaf_cell(&s->nodes[node], s->leaf_mem[pos], &s->tree[i]);
+        }
         /* An ancestor whose maxima did not change means none above it changes either. */
         for (i >>= 1; i >= 1; i >>= 1) {
-                struct tree_cell m = cell_max(s->tree[2 * i], s->tree[2 * i + 1]);
-                if (m.cpu == s->tree[i].cpu && m.mem == s->tree[i].mem)
+                struct tree_cell m;
+
+                cell_max(&s->tree[2 * i], &s->tree[2 * i + 1], &m);
+                if (memcmp(&m, &s->tree[i], sizeof m) == 0)
                         break;
                 s->tree[i] = m;
         }
@@ -387,53 +437,67 @@ static void tree_set(struct orch_sched *s, uint32_t pos, struct tree_cell v)
 
 static void tree_update_node(struct orch_sched *s, uint32_t node)
 {
-        tree_set(s, s->nodes[node].pos, node_free(&s->nodes[node]));
+        tree_set(s, s->nodes[node].pos, node);
 }
 
 static int tree_grow(struct orch_sched *s)
 {
         uint32_t leaves = s->leaves ? s->leaves * 2 : 16;
         struct tree_cell *tree;
+        int64_t *leaf_mem;
         uint32_t *pos_node;
 
         if (leaves == 0 || leaves > UINT32_MAX / 4)
                 return -ENOMEM;
-        tree = reallocarray(NULL, 2 * (size_t)leaves, sizeof *tree);
         pos_node = reallocarray(s->pos_node, leaves, sizeof *pos_node);
-        if (!tree || !pos_node) {
+        if (!pos_node)
+                return -ENOMEM;
+        s->pos_node = pos_node;
+        tree = reallocarray(NULL, 2 * (size_t)leaves, sizeof *tree);
+        leaf_mem = reallocarray(NULL, leaves, sizeof *leaf_mem);
+        if (!tree || !leaf_mem) {
                 free(tree);
-                if (pos_node)
-                        s->pos_node = pos_node;
+                free(leaf_mem);
                 return -ENOMEM;
         }
-        for (uint32_t p = 0; p < leaves; p++)
-                tree[leaves + p] = p < s->n_nodes ? node_free(&s->nodes[pos_node[p]])
-                                                  : (struct tree_cell){UNSCHEDULABLE, UNSCHEDULABLE};
+        for (uint32_t p = 0; p < leaves; p++) {
+                const struct sched_node *n = p < s->n_nodes ? &s->nodes[pos_node[p]] : NULL;
+
+                leaf_mem[p] = n ? node_free_mem(n) : UNSCHEDULABLE;
+                if (n)
+                        leaf_cell(n, leaf_mem[p], &tree[leaves + p]);
+                else
+                        empty_cell(&tree[leaves + p]);
+        }
         for (size_t i = leaves - 1; i >= 1; i--)
-                tree[i] = cell_max(tree[2 * i], tree[2 * i + 1]);
+                cell_max(&tree[2 * i], &tree[2 * i + 1], &tree[i]);
         free(s->tree);
+        free(s->leaf_mem);
         s->tree = tree;
-        s->pos_node = pos_node;
+        s->leaf_mem = leaf_mem;
         s->leaves = leaves;
         return 0;
 }
 
 /* The first position >= from whose node is ready and has at least this much free CPU and memory,
- * or ID_NONE. Climbs to the next subtree on the right whose maxima pass and descends into it;
- * both maxima passing does not mean one node has both, so a descent may fail and climb again. */
+ * or ID_NONE: climbs to the next subtree on the right that may hold one and descends into it. A
+ * descent can still fail (the memory class is coarser than the request), and then climbs again. */
 static uint32_t tree_next(const struct orch_sched *s, uint32_t from, int64_t cpu, int64_t mem)
 {
+        unsigned k = mem_class(mem);
         size_t i;
 
         if (from >= s->n_nodes)
                 return ID_NONE;
         i = (size_t)s->leaves + from;
         for (;;) {
-                if (s->tree[i].cpu >= cpu && s->tree[i].mem >= mem) {
-                        if (i >= s->leaves)
+                if (s->tree[i].cpu[k] >= cpu) {
+                        if (i < s->leaves) {
+                                i = 2 * i;
+                                continue;
+                        }
+                        if (s->leaf_mem[i - s->leaves] >= mem)
                                 return (uint32_t)(i - s->leaves);
-                        i = 2 * i;
-                        continue;
                 }
                 while (i & 1)
                         i >>= 1;
@@ -512,7 +576,7 @@ static int spec_check(const struct orch_sched_node_spec *spec)
                 return -EINVAL;
         if ((unsigned)spec->state >= _ORCH_NODE_STATE_MAX)
                 return -EINVAL;
-        if (spec->memory > QUANTITY_MAX)
+        if (spec->memory > QUANTITY_MAX || spec->cpu_millis > INT32_MAX)
                 return -ERANGE;
         return 0;
 }
@@ -546,6 +610,7 @@ struct orch_sched *orch_sched_free(struct orch_sched *s)
         free(s->nodes);
         free(s->services);
         free(s->tree);
+        free(s->leaf_mem);
         free(s->pos_node);
         free(s);
         return NULL;
@@ -681,7 +746,7 @@ int orch_sched_node_remove(struct orch_sched *s, uint32_t node)
         last = s->n_nodes - 1;
         if (pos != last)
                 place_at(s, s->pos_node[last], pos);
-        tree_set(s, last, (struct tree_cell){UNSCHEDULABLE, UNSCHEDULABLE});
+        tree_set(s, last, ID_NONE);
         s->n_nodes--;
         *n = (struct sched_node){.pos = ID_NONE};
         strtab_unref(&s->node_names, node);
@@ -745,8 +810,9 @@ static int account_add(struct orch_sched *s, uint32_t node, uint32_t *svc_id, co
         if (id == ID_NONE) {
                 /* Room in the parallel array first, so that every id the table hands out has its
                  * entry. */
-                struct sched_service *services = grow_parallel(
-                        s->services, &s->cap_services, strtab_id_bound(&s->service_names), sizeof *s->services);
+                struct sched_service *services =
+                        grow_parallel(s->services, &s->cap_services, strtab_id_bound(&s->service_names),
+                                      sizeof *s->services);
                 if (!services)
                         return -ENOMEM;
                 s->services = services;
@@ -816,7 +882,7 @@ uint32_t orch_sched_service_count(const struct orch_sched *s, const char *servic
 /* ---- placement ---- */
 
 struct resolved_constraint {
-        uint32_t key; /* ID_NONE: no node has this label */
+        uint32_t key;   /* ID_NONE: no node has this label */
         uint32_t value; /* ID_NONE: no node has this value for any label */
         bool negate;
 };
@@ -826,7 +892,7 @@ struct resolved_constraint {
 /* A request with its strings turned into ids once, so a node check compares integers. */
 struct resolved {
         const struct orch_sched_request *req;
-        uint32_t svc;        /* ID_NONE: the service has no instances yet */
+        uint32_t svc; /* ID_NONE: the service has no instances yet */
         int64_t cpu, mem;
         unsigned driver_bit; /* 0: any driver */
         uint32_t exclude;    /* ID_NONE: none */
@@ -1149,7 +1215,8 @@ static int build_reason(const struct orch_sched *s, const struct resolved *rr, c
         }
         if (driver) {
                 reason_sep(&b, &first);
-                orch_buf_printf(&b, "%" PRIu32 " %s the %s driver", driver, plural(driver, "node lacks", "nodes lack"),
+                orch_buf_printf(&b, "%" PRIu32 " %s the %s driver", driver,
+                                plural(driver, "node lacks", "nodes lack"),
                                 orch_driver_to_string(rr->req->driver));
         }
         if (draining) {
@@ -1197,7 +1264,8 @@ static int place_one(struct orch_sched *s, const struct resolved *rr, struct orc
         return r < 0 ? r : 0;
 }
 
-int orch_sched_place(struct orch_sched *s, const struct orch_sched_request *req, struct orch_sched_result *ret)
+int orch_sched_place(struct orch_sched *s, const struct orch_sched_request *req,
+                     struct orch_sched_result *ret)
 {
         struct resolved rr;
         int r;

@@ -54,9 +54,9 @@ struct orch_sched_node_spec {
         const char *name;
         const struct orch_sched_label *labels; /* keys unique */
         size_t n_labels;
-        uint32_t cpu_millis; /* capacity */
-        uint64_t memory;     /* capacity, bytes */
-        unsigned drivers;    /* bitmask of 1u << enum orch_driver (ORCH_DRIVER_EXEC, ...) */
+        uint32_t cpu_millis;        /* capacity, below 2^31 (-ERANGE otherwise) */
+        uint64_t memory;            /* capacity, bytes, at most 2^62 */
+        unsigned drivers;           /* bitmask of 1u << enum orch_driver (ORCH_DRIVER_EXEC, ...) */
         enum orch_node_state state; /* only ready nodes take new instances */
 };
 
@@ -65,9 +65,9 @@ struct orch_sched_node_spec {
 struct orch_sched_node_info {
         const char *name;
         enum orch_node_state state;
-        uint32_t cpu_millis;     /* capacity */
-        uint64_t memory;         /* capacity */
-        uint64_t cpu_allocated;  /* sum of the requests of the instances accounted on the node */
+        uint32_t cpu_millis;    /* capacity */
+        uint64_t memory;        /* capacity */
+        uint64_t cpu_allocated; /* sum of the requests of the instances accounted on the node */
         uint64_t memory_allocated;
         uint32_t instances;
 };
@@ -76,7 +76,8 @@ struct orch_sched_request {
         const char *service; /* spread counts instances per service name */
         uint32_t cpu_millis; /* 0: no CPU request */
         uint64_t memory;     /* 0: no memory request */
-        const struct orch_constraint *constraints; /* on node labels; a missing label fails "=" and passes "!=" */
+        /* On node labels; a node without the label fails "key=value" and passes "key!=value". */
+        const struct orch_constraint *constraints;
         size_t n_constraints;
         enum orch_strategy strategy;
         enum orch_driver driver;  /* ORCH_DRIVER_DEFAULT: any node (the agent's default driver runs it) */
@@ -128,7 +129,8 @@ uint64_t orch_sched_epoch(const struct orch_sched *s);
  * Returns 1 and fills ret->node when placed, 0 and fills ret->reason when no node fits,
  * -EINVAL for a malformed request, -ENOMEM.
  */
-int orch_sched_place(struct orch_sched *s, const struct orch_sched_request *req, struct orch_sched_result *ret);
+int orch_sched_place(struct orch_sched *s, const struct orch_sched_request *req,
+                     struct orch_sched_result *ret);
 
 /*
  * Places up to n instances of one request, accounting each placement at once (so spread sees the
@@ -154,4 +156,5 @@ struct orch_sched_victim {
  * unknown before passing health; then the newest. Writes min(k, n) indices into ret_victims in
  * removal order and returns that count.
  */
-int orch_sched_scale_down(const struct orch_sched_victim *instances, size_t n, size_t k, size_t *ret_victims);
+int orch_sched_scale_down(const struct orch_sched_victim *instances, size_t n, size_t k,
+                          size_t *ret_victims);

@@ -8,9 +8,9 @@
 #include "util.h"
 #include "banned.h"
 
-#define GI (UINT64_C(1) << 30)
-#define MI (UINT64_C(1) << 20)
-#define EXEC_ONLY ORCH_SCHED_DRIVER_BIT(ORCH_DRIVER_EXEC)
+#define GI          (UINT64_C(1) << 30)
+#define MI          (UINT64_C(1) << 20)
+#define EXEC_ONLY   ORCH_SCHED_DRIVER_BIT(ORCH_DRIVER_EXEC)
 #define ALL_DRIVERS (ORCH_SCHED_DRIVER_BIT(ORCH_DRIVER_EXEC) | ORCH_SCHED_DRIVER_BIT(ORCH_DRIVER_SYSTEMD))
 
 static struct orch_sched *new_sched(uint64_t seed, uint32_t exhaustive_max)
@@ -23,13 +23,17 @@ static struct orch_sched *new_sched(uint64_t seed, uint32_t exhaustive_max)
 }
 
 /* labels: "k=v,k=v" or NULL */
-static uint32_t add_node_full(struct orch_sched *s, const char *name, uint32_t cpu, uint64_t mem, const char *labels,
-                              unsigned drivers, enum orch_node_state state)
+static uint32_t add_node_full(struct orch_sched *s, const char *name, uint32_t cpu, uint64_t mem,
+                              const char *labels, unsigned drivers, enum orch_node_state state)
 {
         struct orch_sched_label l[8];
         char buf[256], *save = NULL;
-        struct orch_sched_node_spec spec = {
-                .name = name, .labels = l, .cpu_millis = cpu, .memory = mem, .drivers = drivers, .state = state};
+        struct orch_sched_node_spec spec = {.name = name,
+                                            .labels = l,
+                                            .cpu_millis = cpu,
+                                            .memory = mem,
+                                            .drivers = drivers,
+                                            .state = state};
         uint32_t id = ORCH_SCHED_NODE_NONE;
 
         if (labels) {
@@ -47,7 +51,8 @@ static uint32_t add_node_full(struct orch_sched *s, const char *name, uint32_t c
         return id;
 }
 
-static uint32_t add_node(struct orch_sched *s, const char *name, uint32_t cpu, uint64_t mem, const char *labels)
+static uint32_t add_node(struct orch_sched *s, const char *name, uint32_t cpu, uint64_t mem,
+                         const char *labels)
 {
         return add_node_full(s, name, cpu, mem, labels, EXEC_ONLY, ORCH_NODE_READY);
 }
@@ -164,7 +169,8 @@ START_TEST(test_constraints)
                 struct orch_sched_node_info info;
 
                 ck_assert_int_eq(orch_sched_node_get(s, a, &info), 0);
-                ck_assert_int_eq(orch_sched_account(s, a, "filler", (uint32_t)(info.cpu_millis - info.cpu_allocated) - 400,
+                ck_assert_int_eq(orch_sched_account(s, a, "filler",
+                                                    (uint32_t)(info.cpu_millis - info.cpu_allocated) - 400,
                                                     0, 1),
                                  0);
         }
@@ -172,7 +178,8 @@ START_TEST(test_constraints)
         r.constraints = zone1;
         r.n_constraints = 1;
         assert_reason(s, &r,
-                      "no node fits: 1 node lacks 1 of free CPU (the most free: 400m), 2 nodes filtered by zone=eu-1");
+                      "no node fits: 1 node lacks 1 of free CPU (the most free: 400m), 2 nodes filtered by "
+                      "zone=eu-1");
         orch_sched_free(s);
 }
 END_TEST
@@ -231,7 +238,8 @@ START_TEST(test_driver_and_exclude)
         for (int i = 0; i < 5; i++)
                 ck_assert_uint_eq(place(s, &r), b);
         r.exclude_node = "b";
-        assert_reason(s, &r, "no node fits: 1 node lacks the systemd driver, 1 node excluded for this instance");
+        assert_reason(s, &r,
+                      "no node fits: 1 node lacks the systemd driver, 1 node excluded for this instance");
         r.exclude_node = NULL;
         ck_assert_int_eq(orch_sched_node_set_state(s, b, ORCH_NODE_DOWN), 0);
         assert_reason(s, &r, "no node fits: 1 node lacks the systemd driver, 1 node down");
@@ -267,7 +275,8 @@ START_TEST(test_spread_even)
                 ck_assert_uint_eq(orch_sched_service_count(s, "web", n[i]), 3);
         /* Each round of three covers every node once. */
         for (int round = 0; round < 3; round++)
-                ck_assert(nodes[3 * round] != nodes[3 * round + 1] && nodes[3 * round] != nodes[3 * round + 2] &&
+                ck_assert(nodes[3 * round] != nodes[3 * round + 1] &&
+                          nodes[3 * round] != nodes[3 * round + 2] &&
                           nodes[3 * round + 1] != nodes[3 * round + 2]);
         orch_sched_free(s);
 }
@@ -380,14 +389,19 @@ START_TEST(test_reason_truncated)
 
         /* Node i carries the first i labels, so it fails constraint i: twenty parts, too long. */
         for (int i = 0; i < 20; i++) {
-                ck_assert_int_ge(orch_snprintf(keys[i], sizeof keys[i], "example.com/key-number-%02d", i), 0);
+                ck_assert_int_ge(orch_snprintf(keys[i], sizeof keys[i], "example.com/key-number-%02d", i),
+                                 0);
                 ck_assert_int_ge(orch_snprintf(names[i], sizeof names[i], "n%d", i), 0);
                 c[i] = (struct orch_constraint){keys[i], "a-rather-long-label-value", false};
                 l[i] = (struct orch_sched_label){keys[i], "a-rather-long-label-value"};
         }
         for (int i = 0; i < 20; i++) {
-                struct orch_sched_node_spec spec = {.name = names[i], .labels = l, .n_labels = (size_t)i,
-                                                    .cpu_millis = 1000, .memory = GI, .state = ORCH_NODE_READY};
+                struct orch_sched_node_spec spec = {.name = names[i],
+                                                    .labels = l,
+                                                    .n_labels = (size_t)i,
+                                                    .cpu_millis = 1000,
+                                                    .memory = GI,
+                                                    .state = ORCH_NODE_READY};
                 ck_assert_int_eq(orch_sched_node_add(s, &spec, &id), 0);
         }
         r.constraints = c;
@@ -395,7 +409,8 @@ START_TEST(test_reason_truncated)
         ck_assert_int_eq(orch_sched_place(s, &r, &res), 0);
         ck_assert_uint_eq(strlen(res.reason), ORCH_SCHED_REASON_MAX - 1);
         ck_assert(orch_endswith(res.reason, "..."));
-        ck_assert(startswith(res.reason, "no node fits: 1 node filtered by example.com/key-number-00=a-rather"));
+        ck_assert(startswith(res.reason,
+                             "no node fits: 1 node filtered by example.com/key-number-00=a-rather"));
         orch_sched_free(s);
 }
 END_TEST
@@ -450,10 +465,13 @@ START_TEST(test_full_nodes_are_skipped)
                 ck_assert_int_ge(orch_snprintf(name, sizeof name, "n%d", i), 0);
                 ids[i] = add_node(s, name, 1000, GI, NULL);
         }
+        /* Every node but one runs out of one resource: even nodes of CPU, odd ones of memory, so
+         * any run of nodes has both some free CPU and some free memory, on different nodes. */
         for (int i = 0; i < 2048; i++)
                 if (i != 1500)
-                        ck_assert_int_eq(orch_sched_account(s, ids[i], "db", 1000, GI, 1), 0);
-        /* 2047 full nodes are skipped by the capacity tree, not visited one by one. */
+                        ck_assert_int_eq(
+                                orch_sched_account(s, ids[i], "db", i % 2 ? 0 : 1000, i % 2 ? GI : 0, 1), 0);
+        /* The 2047 nodes that cannot take it are skipped by the capacity tree, not visited. */
         for (int i = 0; i < 10; i++) {
                 ck_assert_int_eq(orch_sched_place(s, &r, &res), 1);
                 ck_assert_uint_eq(res.node, ids[1500]);
@@ -462,8 +480,17 @@ START_TEST(test_full_nodes_are_skipped)
         r.strategy = ORCH_STRATEGY_BINPACK;
         ck_assert_int_eq(orch_sched_place(s, &r, &res), 1);
         ck_assert_uint_eq(res.node, ids[1500]);
+        /* Memory that is not a power of two: the leaf check is exact, 1Gi free does not take 1Gi+1. */
+        r.memory = GI + 1;
+        assert_reason(s, &r,
+                      "no node fits: 1025 nodes lack 1073741825 of free memory (the most free: 1Gi), "
+                      "1023 nodes lack both 1 of free CPU and 1073741825 of free memory");
+        r.memory = GI;
         ck_assert_int_eq(orch_sched_account(s, ids[1500], "web", 1000, GI, 1), 0);
-        assert_reason(s, &r, "no node fits: 2048 nodes lack both 1 of free CPU and 1Gi of free memory");
+        assert_reason(s, &r,
+                      "no node fits: 1024 nodes lack 1Gi of free memory (the most free: 0), "
+                      "1023 nodes lack 1 of free CPU (the most free: 0), "
+                      "1 node lacks both 1 of free CPU and 1Gi of free memory");
         orch_sched_free(s);
 }
 END_TEST
@@ -554,12 +581,18 @@ START_TEST(test_node_lifecycle)
         ck_assert_uint_eq(place(s, &r), b);
 
         /* Relabel and shrink b: it is now over-committed and takes nothing. */
-        spec = (struct orch_sched_node_spec){.labels = zone2, .n_labels = 1, .cpu_millis = 200, .memory = GI,
-                                             .drivers = EXEC_ONLY, .state = ORCH_NODE_READY};
+        spec = (struct orch_sched_node_spec){.labels = zone2,
+                                             .n_labels = 1,
+                                             .cpu_millis = 200,
+                                             .memory = GI,
+                                             .drivers = EXEC_ONLY,
+                                             .state = ORCH_NODE_READY};
         ck_assert_int_eq(orch_sched_node_update(s, b, &spec), 0);
         r.constraints = c;
         r.n_constraints = 1;
-        assert_reason(s, &r, "no node fits: 1 node lacks 500m of free CPU (the most free: 0), 1 node filtered by zone=eu-2");
+        assert_reason(s, &r,
+                      "no node fits: 1 node lacks 500m of free CPU (the most free: 0), 1 node filtered by "
+                      "zone=eu-2");
         ck_assert_int_eq(orch_sched_account(s, b, "web", 500, MI, -1), 0);
         r.cpu_millis = 200;
         ck_assert_uint_eq(place(s, &r), b);
@@ -634,7 +667,8 @@ START_TEST(test_scale_down_order)
 
         ck_assert_int_eq(orch_sched_scale_down(v, ELEMENTSOF(v), ELEMENTSOF(v), out), (int)ELEMENTSOF(v));
         for (size_t i = 0; i < ELEMENTSOF(v); i++)
-                ck_assert_msg(out[i] == expected[i], "position %zu: %zu, expected %zu", i, out[i], expected[i]);
+                ck_assert_msg(out[i] == expected[i], "position %zu: %zu, expected %zu", i, out[i],
+                              expected[i]);
         ck_assert_int_eq(orch_sched_scale_down(v, ELEMENTSOF(v), 2, out), 2);
         ck_assert_uint_eq(out[0], 7);
         ck_assert_uint_eq(out[1], 6);
@@ -703,7 +737,8 @@ static void run_model(uint32_t max_nodes, uint32_t exhaustive_max, uint64_t seed
                                 m[i].present = false;
                         } else {
                                 m[i] = (struct model_node){.present = true,
-                                                           .cpu_cap = 1000 + 500 * (uint32_t)(test_rng(&x) % 8),
+                                                           .cpu_cap =
+                                                                   1000 + 500 * (uint32_t)(test_rng(&x) % 8),
                                                            .mem_cap = GI * (1 + test_rng(&x) % 8),
                                                            .zone = (int)(test_rng(&x) % 3)};
                                 m[i].id = add_node(s, name, m[i].cpu_cap, m[i].mem_cap, zones[m[i].zone]);
@@ -730,7 +765,8 @@ static void run_model(uint32_t max_nodes, uint32_t exhaustive_max, uint64_t seed
                         uint32_t svc = (uint32_t)(test_rng(&x) % 4), cpu = (svc + 1) * 100;
                         uint64_t mem = (svc + 1) * 128 * MI;
                         int zone = test_rng(&x) % 4 == 0 ? (int)(test_rng(&x) % 3) : -1;
-                        struct orch_constraint c = {"zone", (char *)(zone >= 0 ? zone_values[zone] : ""), false};
+                        struct orch_constraint c = {"zone", (char *)(zone >= 0 ? zone_values[zone] : ""),
+                                                    false};
                         struct orch_sched_request r = request(services[svc], cpu, mem);
                         struct orch_sched_result res;
                         struct model_node *chosen = NULL;
