@@ -8,6 +8,7 @@
 #include <pwd.h>
 #include <signal.h>
 #include <sys/pidfd.h>
+#include <sys/resource.h>
 #include <sys/stat.h>
 #include <sys/syscall.h>
 #include <sys/wait.h>
@@ -108,6 +109,8 @@ struct orch_supervisor {
         char *node_name;
         struct orch_hmap instances;
         size_t n;
+        size_t alive; /* instance objects not yet freed (forgotten ones close their handles first) */
+        bool freed;   /* orch_supervisor_free() was called: the last instance object frees sv */
         struct cred_cache *creds;
         size_t n_creds;
         bool shutting_down;
@@ -116,6 +119,7 @@ struct orch_supervisor {
 };
 
 static void inst_spawn(struct inst *in);
+static void supervisor_free_now(struct orch_supervisor *sv);
 static void inst_exited(struct inst *in, bool have_status, int code, int sig);
 static void inst_persist(struct inst *in);
 static void inst_forget(struct inst *in);
@@ -386,11 +390,14 @@ static void inst_free_now(struct inst *in)
         free(in->reason);
         free(in->id);
         free(in);
-        if (sv->shutting_down && sv->n == 0 && sv->shutdown_done) {
+        sv->alive--;
+        if (sv->shutting_down && sv->alive == 0 && sv->shutdown_done) {
                 void (*done)(void *) = sv->shutdown_done;
                 sv->shutdown_done = NULL;
                 done(sv->shutdown_userdata);
         }
+        if (sv->freed && sv->alive == 0)
+                supervisor_free_now(sv);
 }
 
 static void handle_closed(uv_handle_t *h)
@@ -703,6 +710,22 @@ static bool should_restart(const struct inst *in, bool success)
         }
 }
 
+/* Instances get RLIMIT_NOFILE_DEFAULT descriptors, or the agent's hard limit when that is lower
+ * (raising a hard limit needs CAP_SYS_RESOURCE, which a confined agent may not have). */
+static int nofile_limit(void)
+{
+        static int limit;
+        struct rlimit rl;
+
+        if (limit == 0) {
+                limit = RLIMIT_NOFILE_DEFAULT;
+                if (getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_max != RLIM_INFINITY &&
+                    rl.rlim_max < (rlim_t)limit)
+                        limit = (int)rl.rlim_max;
+        }
+        return limit;
+}
+
 static void inst_spawn(struct inst *in)
 {
         struct orch_spawn_params p = {
@@ -719,7 +742,7 @@ static void inst_spawn(struct inst *in)
                 .stdout_fd = in->log ? orch_logs_file_fd(in->log) : -1,
                 .stderr_fd = in->log ? orch_logs_file_fd(in->log) : -1,
                 .cgroup = in->cg,
-                .nofile_limit = RLIMIT_NOFILE_DEFAULT,
+                .nofile_limit = nofile_limit(),
         };
         struct orch_spawn_result res;
         char reason[ORCH_SV_REASON_MAX];
@@ -1051,6 +1074,7 @@ static struct inst *inst_new(struct orch_supervisor *sv, const char *id, uint64_
                 return NULL;
         }
         in->log_ctx = (struct orch_log_ctx){.service = in->spec->name, .instance = in->id};
+        sv->alive++;
         in->state = ORCH_INSTANCE_PENDING;
         in->health = ORCH_HEALTH_UNKNOWN;
         if (uv_timer_init(sv->loop, &in->timer) == 0) {
@@ -1494,18 +1518,8 @@ int orch_supervisor_new(uv_loop_t *loop, const struct orch_supervisor_config *cf
         return 0;
 }
 
-void orch_supervisor_free(struct orch_supervisor *sv)
+static void supervisor_free_now(struct orch_supervisor *sv)
 {
-        struct orch_hmap_iter it;
-        struct orch_hmap_node *n;
-
-        if (!sv)
-                return;
-        for (n = orch_hmap_first(&sv->instances, &it); n; n = orch_hmap_next(&sv->instances, &it)) {
-                struct inst *in = container_of(n, struct inst, hnode);
-                orch_hmap_remove(&sv->instances, n);
-                inst_release(in);
-        }
         orch_hmap_release(&sv->instances);
         for (size_t i = 0; i < sv->n_creds; i++) {
                 free(sv->creds[i].user);
@@ -1518,6 +1532,26 @@ void orch_supervisor_free(struct orch_supervisor *sv)
         free(sv->inst_dir);
         free(sv->node_name);
         free(sv);
+}
+
+void orch_supervisor_free(struct orch_supervisor *sv)
+{
+        struct orch_hmap_iter it;
+        struct orch_hmap_node *n;
+
+        if (!sv)
+                return;
+        sv->shutdown_done = NULL;
+        for (n = orch_hmap_first(&sv->instances, &it); n; n = orch_hmap_next(&sv->instances, &it)) {
+                struct inst *in = container_of(n, struct inst, hnode);
+                orch_hmap_remove(&sv->instances, n);
+                sv->n--;
+                inst_release(in);
+        }
+        /* instance objects still closing their handles free the supervisor when the last one goes */
+        sv->freed = true;
+        if (sv->alive == 0)
+                supervisor_free_now(sv);
 }
 
 void orch_supervisor_shutdown(struct orch_supervisor *sv, bool keep_instances, void (*done)(void *userdata),
@@ -1538,13 +1572,13 @@ void orch_supervisor_shutdown(struct orch_supervisor *sv, bool keep_instances, v
                         sv->n--;
                         inst_release(in);
                 }
-                if (sv->shutdown_done && sv->n == 0) {
+                if (sv->shutdown_done && sv->alive == 0) {
                         sv->shutdown_done = NULL;
                         done(userdata);
                 }
                 return;
         }
-        if (sv->n == 0) {
+        if (sv->alive == 0) {
                 sv->shutdown_done = NULL;
                 if (done)
                         done(userdata);
