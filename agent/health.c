@@ -6,6 +6,7 @@
 #include <signal.h>
 #include <stdarg.h>
 #include <sys/pidfd.h>
+#include <sys/socket.h>
 #include <sys/wait.h>
 
 #include "health.h"
@@ -30,7 +31,6 @@ struct orch_health_check {
                 uv_poll_t poll;
         } probe;
         uv_connect_t connect_req;
-        uv_write_t write_req;
 
         enum orch_health_type type;
         uint64_t interval_ms;
@@ -326,17 +326,11 @@ static void on_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf)
         finish(c, status >= 200 && status < 400, result);
 }
 
-static void on_write(uv_write_t *req, int status)
-{
-        /* Nothing to do, even on failure: a server may answer and close before it read the
-         * request (a 503 from an overloaded server, say), so the answer decides, and a missing
-         * answer ends in EOF or the timeout. */
-}
-
 static void on_connect(uv_connect_t *req, int status)
 {
         struct orch_health_check *c = container_of(req, struct orch_health_check, connect_req);
-        uv_buf_t b;
+        uv_os_fd_t fd;
+        ssize_t n;
         int r;
 
         if (!c->attempt_running)
@@ -351,10 +345,22 @@ static void on_connect(uv_connect_t *req, int status)
                 finish(c, true, result);
                 return;
         }
-        b = uv_buf_init(c->request, (unsigned)c->request_len);
-        r = uv_write(&c->write_req, (uv_stream_t *)&c->probe.tcp, &b, 1, on_write);
+        /* One send() of our own rather than uv_write(): MSG_NOSIGNAL keeps a connection the
+         * server already shut from raising SIGPIPE, whatever the agent's signal setup. The request
+         * (at most a few KiB) always fits the empty send buffer of a new connection. A failure
+         * is not the end: a server may answer (a 503 from an overloaded one, say) and close
+         * before it read the request, so the answer decides, and without one the read ends in
+         * EOF or the timeout does. */
+        r = uv_fileno((uv_handle_t *)&c->probe.tcp, &fd);
         if (r < 0) {
                 finish_errno(c, r, "GET %s: write", c->path);
+                return;
+        }
+        n = send(fd, c->request, c->request_len, MSG_NOSIGNAL | MSG_DONTWAIT);
+        if (n >= 0 && (size_t)n < c->request_len) {
+                char result[ORCH_HEALTH_REASON_MAX];
+                format_into(result, sizeof result, "GET %s: request cut short after %zd bytes", c->path, n);
+                finish(c, false, result);
                 return;
         }
         r = uv_read_start((uv_stream_t *)&c->probe.tcp, on_alloc, on_read);
