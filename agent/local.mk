@@ -7,7 +7,13 @@ agent_libagent_a_SOURCES = \
 	agent/cgroup.c \
 	agent/cgroup.h \
 	agent/spawn.c \
-	agent/spawn.h
+	agent/spawn.h \
+	agent/health.c \
+	agent/health.h \
+	agent/logs.c \
+	agent/logs.h \
+	agent/ports.c \
+	agent/ports.h
 agent_libagent_a_CPPFLAGS = $(ORCH_CPPFLAGS) $(CGROUP_CFLAGS) $(LIBUV_CFLAGS)
 
 ## What a program or test using the agent's modules links against.

@@ -2,6 +2,9 @@
 UNIT_TESTS = \
 	tests/unit/test-cgroup \
 	tests/unit/test-spawn \
+	tests/unit/test-health \
+	tests/unit/test-logs \
+	tests/unit/test-ports \
 	tests/unit/test-scheduler \
 	tests/unit/test-reconciler \
 	tests/unit/test-store \
@@ -81,3 +84,16 @@ tests_unit_test_spawn_LDADD = $(AGENT_LIBS) $(UNIT_LDADD)
 tests_unit_test_proto_SOURCES = tests/unit/test-proto.c tests/unit/testing.h
 tests_unit_test_proto_CPPFLAGS = $(UNIT_CPPFLAGS)
 tests_unit_test_proto_LDADD = $(UNIT_LDADD)
+
+## agent: health checks, log capture and port allocation (real sockets, processes and files).
+tests_unit_test_health_SOURCES = tests/unit/test-health.c tests/unit/testing.h
+tests_unit_test_health_CPPFLAGS = $(UNIT_CPPFLAGS) $(AGENT_CPPFLAGS)
+tests_unit_test_health_LDADD = $(AGENT_LIBS) $(UNIT_LDADD)
+
+tests_unit_test_logs_SOURCES = tests/unit/test-logs.c tests/unit/testing.h
+tests_unit_test_logs_CPPFLAGS = $(UNIT_CPPFLAGS) $(AGENT_CPPFLAGS)
+tests_unit_test_logs_LDADD = $(AGENT_LIBS) $(UNIT_LDADD)
+
+tests_unit_test_ports_SOURCES = tests/unit/test-ports.c tests/unit/testing.h
+tests_unit_test_ports_CPPFLAGS = $(UNIT_CPPFLAGS) $(AGENT_CPPFLAGS)
+tests_unit_test_ports_LDADD = $(AGENT_LIBS) $(UNIT_LDADD)
