@@ -22,10 +22,10 @@
 #define DEFAULT_TTL_MS       3000
 
 enum conn_state {
-        STATE_IDLE,       /* waiting to dial */
+        STATE_IDLE, /* waiting to dial */
         STATE_RESOLVING,
         STATE_CONNECTING,
-        STATE_HELLO,      /* hello sent, waiting for the welcome */
+        STATE_HELLO, /* hello sent, waiting for the welcome */
         STATE_READY,
         STATE_CLOSED,
 };
@@ -66,10 +66,10 @@ struct orch_conn {
         bool tcp_open;
         uv_connect_t connect_req;
         uv_getaddrinfo_t gai_req;
-        uv_timer_t retry;   /* reconnect backoff */
-        uv_timer_t beat;    /* heartbeats and the orchd silence check */
+        uv_timer_t retry; /* reconnect backoff */
+        uv_timer_t beat;  /* heartbeats and the orchd silence check */
         uv_timer_t usage;
-        uv_timer_t orphan;  /* stop_after_disconnect */
+        uv_timer_t orphan; /* stop_after_disconnect */
         int open_handles;
         bool closing;
 
@@ -111,7 +111,8 @@ static void flush_out(struct orch_conn *c)
         struct orch_buf tmp;
         uv_buf_t b;
 
-        if (c->writing || c->out.len == 0 || !c->tcp_open || (c->state != STATE_HELLO && c->state != STATE_READY))
+        if (c->writing || c->out.len == 0 || !c->tcp_open ||
+            (c->state != STATE_HELLO && c->state != STATE_READY))
                 return;
         tmp = c->inflight;
         c->inflight = c->out;
@@ -153,7 +154,8 @@ static void send_ack(struct orch_conn *c, uint64_t id, bool ok, const char *erro
 
 /* --- reports -------------------------------------------------------------------------------- */
 
-static void fill_report(const struct orch_sv_info *info, struct orch_proto_report *rep, struct orch_proto_port *ports)
+static void fill_report(const struct orch_sv_info *info, struct orch_proto_report *rep,
+                        struct orch_proto_port *ports)
 {
         for (size_t i = 0; i < info->n_ports && i < ORCH_PROTO_MAX_PORTS; i++)
                 ports[i] = (struct orch_proto_port){info->ports[i].name, info->ports[i].port};
@@ -298,20 +300,21 @@ static void handle_start(struct orch_conn *c, const struct orch_proto_start *st)
                         continue;
                 case ORCH_PROTO_START_STALE:
                         orch_snprintf(reason, ORCH_SV_REASON_MAX,
-                                      "held at generation %" PRIu64 ", newer than %" PRIu64, held, it->generation);
+                                      "held at generation %" PRIu64 ", newer than %" PRIu64, held,
+                                      it->generation);
                         r = -ESTALE;
                         break;
                 default:
                         orch_snprintf(key, sizeof key, "%s/%s", it->service, it->revision);
                         cs = orch_hmap_entry(orch_hmap_get(&c->specs, key), struct cached_spec, hnode);
                         if (!cs) {
-                                orch_snprintf(reason, ORCH_SV_REASON_MAX, "no spec for %s revision %s", it->service,
-                                              it->revision);
+                                orch_snprintf(reason, ORCH_SV_REASON_MAX, "no spec for %s revision %s",
+                                              it->service, it->revision);
                                 r = -ENOENT;
                                 break;
                         }
-                        r = orch_supervisor_start(c->sv, it->instance, it->generation, cs->spec, it->revision, reason,
-                                                  ORCH_SV_REASON_MAX);
+                        r = orch_supervisor_start(c->sv, it->instance, it->generation, cs->spec,
+                                                  it->revision, reason, ORCH_SV_REASON_MAX);
                 }
                 if (r < 0) {
                         res[i].ok = false;
@@ -352,8 +355,8 @@ static void handle_stop(struct orch_conn *c, const struct orch_proto_stop *st)
                 if (orch_proto_fence_stop(held, it->generation) != ORCH_PROTO_STOP_STOP)
                         continue;
                 p->waiting++;
-                if (orch_supervisor_stop(c->sv, it->instance, st->reason ? st->reason : "stopped by orchd", stop_done,
-                                         p) < 0)
+                if (orch_supervisor_stop(c->sv, it->instance, st->reason ? st->reason : "stopped by orchd",
+                                         stop_done, p) < 0)
                         p->waiting--;
         }
         stop_done(p, NULL);
@@ -386,7 +389,8 @@ static void send_log(struct orch_conn *c, uint64_t id, const char *data, size_t 
         /* frames of at most 64 KiB of text */
         while (len > 0) {
                 size_t n = MIN(len, (size_t)64 * 1024);
-                struct orch_proto_msg m = {.type = ORCH_PROTO_LOG, .log = {.id = id, .data = data, .data_len = n}};
+                struct orch_proto_msg m = {.type = ORCH_PROTO_LOG,
+                                           .log = {.id = id, .data = data, .data_len = n}};
                 send_msg(c, &m);
                 data += n;
                 len -= n;
@@ -648,7 +652,8 @@ static void beat_cb(uv_timer_t *t)
                 return;
         }
         {
-                struct orch_proto_msg m = {.type = ORCH_PROTO_HEARTBEAT, .heartbeat = {.seq = ++c->beat_seq}};
+                struct orch_proto_msg m = {.type = ORCH_PROTO_HEARTBEAT,
+                                           .heartbeat = {.seq = ++c->beat_seq}};
                 send_msg(c, &m);
         }
         uv_timer_start(&c->beat, beat_cb, c->heartbeat_ms, 0);
@@ -770,7 +775,8 @@ static void schedule_reconnect(struct orch_conn *c)
         if (c->closing)
                 return;
         c->state = STATE_IDLE;
-        c->backoff_ms = c->backoff_ms ? MIN(c->backoff_ms * 2, (uint64_t)RECONNECT_MAX_MS) : RECONNECT_MIN_MS;
+        c->backoff_ms =
+                c->backoff_ms ? MIN(c->backoff_ms * 2, (uint64_t)RECONNECT_MAX_MS) : RECONNECT_MIN_MS;
         /* jitter: a restarted orchd is not hit by every agent in the same millisecond */
         orch_random_bytes(&jitter, sizeof jitter);
         uv_timer_start(&c->retry, retry_cb, c->backoff_ms / 2 + jitter % (c->backoff_ms / 2 + 1), 0);

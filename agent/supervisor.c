@@ -29,7 +29,7 @@
 /* The PATH instances get when their manifest does not set one. */
 #define DEFAULT_PATH "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 /* What is left in a cgroup after the main process exited gets this long to die of SIGKILL. */
-#define KILL_WAIT_USEC (200 * 1000)
+#define KILL_WAIT_USEC        (200 * 1000)
 #define RLIMIT_NOFILE_DEFAULT 65536
 
 struct inst {
@@ -76,7 +76,7 @@ struct inst {
         int open_handles;
 
         uint32_t restarts;
-        uint32_t failures; /* consecutive, for the backoff */
+        uint32_t failures;     /* consecutive, for the backoff */
         uint64_t started_at;   /* realtime ms */
         uint64_t started_mono; /* usec */
         bool has_exit;
@@ -84,7 +84,7 @@ struct inst {
         bool exit_oom;
 
         /* stopping */
-        bool stop_requested; /* stop and forget */
+        bool stop_requested;     /* stop and forget */
         bool restart_after_stop; /* unhealthy: stop, then restart */
         bool freeing;
         orch_sv_done_fn done;
@@ -129,14 +129,21 @@ static void arm_unhealthy_stop(struct inst *in);
 
 /* Allowed transitions: [from][to]. One table, so that no callback can invent a path. */
 static const bool transitions[_ORCH_INSTANCE_STATE_MAX][_ORCH_INSTANCE_STATE_MAX] = {
-        [ORCH_INSTANCE_PENDING] = {[ORCH_INSTANCE_STARTING] = true, [ORCH_INSTANCE_EXITED] = true,
-                                   [ORCH_INSTANCE_FAILED] = true, [ORCH_INSTANCE_STOPPING] = true},
-        [ORCH_INSTANCE_STARTING] = {[ORCH_INSTANCE_RUNNING] = true, [ORCH_INSTANCE_PENDING] = true,
-                                    [ORCH_INSTANCE_STOPPING] = true, [ORCH_INSTANCE_EXITED] = true,
+        [ORCH_INSTANCE_PENDING] = {[ORCH_INSTANCE_STARTING] = true,
+                                   [ORCH_INSTANCE_EXITED] = true,
+                                   [ORCH_INSTANCE_FAILED] = true,
+                                   [ORCH_INSTANCE_STOPPING] = true},
+        [ORCH_INSTANCE_STARTING] = {[ORCH_INSTANCE_RUNNING] = true,
+                                    [ORCH_INSTANCE_PENDING] = true,
+                                    [ORCH_INSTANCE_STOPPING] = true,
+                                    [ORCH_INSTANCE_EXITED] = true,
                                     [ORCH_INSTANCE_FAILED] = true},
-        [ORCH_INSTANCE_RUNNING] = {[ORCH_INSTANCE_PENDING] = true, [ORCH_INSTANCE_STOPPING] = true,
-                                   [ORCH_INSTANCE_EXITED] = true, [ORCH_INSTANCE_FAILED] = true},
-        [ORCH_INSTANCE_STOPPING] = {[ORCH_INSTANCE_PENDING] = true, [ORCH_INSTANCE_EXITED] = true,
+        [ORCH_INSTANCE_RUNNING] = {[ORCH_INSTANCE_PENDING] = true,
+                                   [ORCH_INSTANCE_STOPPING] = true,
+                                   [ORCH_INSTANCE_EXITED] = true,
+                                   [ORCH_INSTANCE_FAILED] = true},
+        [ORCH_INSTANCE_STOPPING] = {[ORCH_INSTANCE_PENDING] = true,
+                                    [ORCH_INSTANCE_EXITED] = true,
                                     [ORCH_INSTANCE_FAILED] = true},
         [ORCH_INSTANCE_EXITED] = {[ORCH_INSTANCE_PENDING] = true},
         [ORCH_INSTANCE_FAILED] = {[ORCH_INSTANCE_PENDING] = true},
@@ -269,8 +276,8 @@ char *orch_sv_expand(const char *in, const char *service, const char *instance, 
                 char num[8];
                 size_t len;
 
-                if (p[0] != '$' || p[1] != '{' || !(end = strchr(p + 2, '}')) || (len = (size_t)(end - p - 2)) == 0 ||
-                    len >= sizeof name) {
+                if (p[0] != '$' || p[1] != '{' || !(end = strchr(p + 2, '}')) ||
+                    (len = (size_t)(end - p - 2)) == 0 || len >= sizeof name) {
                         orch_buf_putc(&b, *p++);
                         continue;
                 }
@@ -289,7 +296,9 @@ char *orch_sv_expand(const char *in, const char *service, const char *instance, 
                         for (size_t i = 0; i < n_ports && !val; i++) {
                                 size_t k = 0;
                                 for (const char *q = ports[i].name; *q && k + 1 < sizeof upper; q++)
-                                        upper[k++] = *q == '-' ? '_' : (*q >= 'a' && *q <= 'z') ? (char)(*q - 32) : *q;
+                                        upper[k++] = *q == '-'                  ? '_'
+                                                     : (*q >= 'a' && *q <= 'z') ? (char)(*q - 32)
+                                                                                : *q;
                                 upper[k] = '\0';
                                 if (streq(name + 5, upper)) {
                                         orch_snprintf(num, sizeof num, "%u", ports[i].port);
@@ -351,7 +360,7 @@ static int build_env(struct inst *in, const struct cred_cache *cred)
         }
         for (size_t i = 0; i < in->spec->n_env; i++) {
                 _cleanup_(freep) char *v = orch_sv_expand(in->spec->env[i].value, in->spec->name, in->id,
-                                                         sv->node_name, in->ports, in->n_ports);
+                                                          sv->node_name, in->ports, in->n_ports);
                 if (!v)
                         return -ENOMEM;
                 r |= env_push(&in->envp, in->spec->env[i].name, v);
@@ -496,12 +505,13 @@ static void inst_persist(struct inst *in)
                 json_object_set_new(ports, in->ports[i].name, json_integer(in->ports[i].port));
         if (in->pid > 0)
                 proc_start_time(in->pid, &start_time);
-        j = json_pack("{s:s, s:s, s:I, s:O, s:i, s:I, s:O, s:i, s:i, s:I, s:s, s:b, s:I}", "id", in->id, "revision",
-                      in->revision, "generation", (json_int_t)in->generation, "spec", spec, "pid",
-                      (json_int_t)in->pid, "start_time", (json_int_t)start_time, "ports", ports, "restarts",
-                      (json_int_t)in->restarts, "failures", (json_int_t)in->failures, "started_at",
-                      (json_int_t)in->started_at, "health", orch_health_state_to_string(in->health),
-                      "own_workdir", in->own_workdir, "oom_base", (json_int_t)in->oom_base);
+        j = json_pack("{s:s, s:s, s:I, s:O, s:i, s:I, s:O, s:i, s:i, s:I, s:s, s:b, s:I}", "id", in->id,
+                      "revision", in->revision, "generation", (json_int_t)in->generation, "spec", spec,
+                      "pid", (json_int_t)in->pid, "start_time", (json_int_t)start_time, "ports", ports,
+                      "restarts", (json_int_t)in->restarts, "failures", (json_int_t)in->failures,
+                      "started_at", (json_int_t)in->started_at, "health",
+                      orch_health_state_to_string(in->health), "own_workdir", in->own_workdir, "oom_base",
+                      (json_int_t)in->oom_base);
         if (!j || !(s = orch_json_dumps_compact(j)) || !(tmp = orch_strdup_printf("%s.tmp", path)))
                 return;
         fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
@@ -567,8 +577,9 @@ static void oom_poll_cb(uv_poll_t *h, int status, int events)
         uint64_t count = 0;
 
         if (orch_cgroup_oom_drain(in->cg, &count) >= 0 && count > in->oom_base)
-                orch_log(ORCH_LOG_WARN, &in->log_ctx, "the kernel's OOM killer killed a process of the instance "
-                                                      "(memory limit reached)");
+                orch_log(ORCH_LOG_WARN, &in->log_ctx,
+                         "the kernel's OOM killer killed a process of the instance "
+                         "(memory limit reached)");
 }
 
 static void health_cb(struct orch_health_check *c, enum orch_health_state old_state,
@@ -654,7 +665,8 @@ static int watch_process(struct inst *in)
         r = uv_poll_start(&in->exit_poll, UV_READABLE, exit_poll_cb);
         if (r < 0)
                 return r;
-        if (in->cg && in->spec->resources.memory > 0 && orch_cgroup_oom_fd(in->cg, &oom_fd, &oom_events) >= 0 &&
+        if (in->cg && in->spec->resources.memory > 0 &&
+            orch_cgroup_oom_fd(in->cg, &oom_fd, &oom_events) >= 0 &&
             uv_poll_init(in->sv->loop, &in->oom_poll, oom_fd) >= 0) {
                 in->open_handles++;
                 in->oom_poll_active = true;
@@ -773,7 +785,8 @@ static void inst_spawn(struct inst *in)
         in->adopted = false;
         r = watch_process(in);
         if (r < 0) {
-                orch_log(ORCH_LOG_ERROR, &in->log_ctx, "cannot watch pid %d: %s", (int)in->pid, strerror(-r));
+                orch_log(ORCH_LOG_ERROR, &in->log_ctx, "cannot watch pid %d: %s", (int)in->pid,
+                         strerror(-r));
                 kill(in->pid, SIGKILL);
         }
         if (in->spec->health.type == ORCH_HEALTH_NONE) {
@@ -783,7 +796,8 @@ static void inst_spawn(struct inst *in)
                 in->health = ORCH_HEALTH_UNKNOWN;
                 r = start_health(in, in->started_at);
                 if (r < 0)
-                        orch_log(ORCH_LOG_ERROR, &in->log_ctx, "cannot start its health check: %s", strerror(-r));
+                        orch_log(ORCH_LOG_ERROR, &in->log_ctx, "cannot start its health check: %s",
+                                 strerror(-r));
                 emit(in, false);
         }
         inst_persist(in);
@@ -841,7 +855,8 @@ static void stop_timeout_cb(uv_timer_t *t)
         struct inst *in = container_of(t, struct inst, timer);
         char reason[256];
 
-        orch_log(ORCH_LOG_WARN, &in->log_ctx, "did not stop within its stop timeout; killing everything in its cgroup");
+        orch_log(ORCH_LOG_WARN, &in->log_ctx,
+                 "did not stop within its stop timeout; killing everything in its cgroup");
         if (in->cg) {
                 if (orch_cgroup_kill(in->cg, KILL_WAIT_USEC, reason, sizeof reason) < 0)
                         orch_log(ORCH_LOG_WARN, &in->log_ctx, "%s", reason);
@@ -874,7 +889,8 @@ static void inst_exited(struct inst *in, bool have_status, int code, int sig)
         stop_watching(in);
         in->pid = 0;
         kill_leftovers(in);
-        if (in->cg && in->spec->resources.memory > 0 && orch_cgroup_oom_count(in->cg, &oom) >= 0 && oom > in->oom_base)
+        if (in->cg && in->spec->resources.memory > 0 && orch_cgroup_oom_count(in->cg, &oom) >= 0 &&
+            oom > in->oom_base)
                 in->exit_oom = true;
         else
                 in->exit_oom = false;
@@ -985,7 +1001,8 @@ static int inst_prepare(struct inst *in, const uint16_t *fixed_ports, bool exist
                 return r;
         if (cred->uid == 0 && !sv->cfg.allow_root) {
                 orch_snprintf(reason, reason_size,
-                              "refusing to run as root (user '%s'): start the agent with --allow-root to permit it",
+                              "refusing to run as root (user '%s'): start the agent with --allow-root to "
+                              "permit it",
                               in->spec->user);
                 return -EPERM;
         }
@@ -1016,12 +1033,13 @@ static int inst_prepare(struct inst *in, const uint16_t *fixed_ports, bool exist
         }
         r = make_workdir(in);
         if (r < 0) {
-                orch_snprintf(reason, reason_size, "cannot create the work directory %s: %s", strna(in->workdir),
-                              strerror(-r));
+                orch_snprintf(reason, reason_size, "cannot create the work directory %s: %s",
+                              strna(in->workdir), strerror(-r));
                 return r;
         }
         if (sv->cfg.logs) {
-                r = orch_logs_open(sv->cfg.logs, in->id, in->spec->logs.max_size, in->spec->logs.max_files, &in->log);
+                r = orch_logs_open(sv->cfg.logs, in->id, in->spec->logs.max_size, in->spec->logs.max_files,
+                                   &in->log);
                 if (r < 0) {
                         orch_snprintf(reason, reason_size, "cannot open the log file: %s", strerror(-r));
                         return r;
@@ -1036,8 +1054,8 @@ static int inst_prepare(struct inst *in, const uint16_t *fixed_ports, bool exist
                 if (existing_cgroup)
                         r = orch_cgroup_open(sv->cfg.cgroups, in->spec->name, in->id, &in->cg);
                 else {
-                        r = orch_cgroup_create(sv->cfg.cgroups, in->spec->name, in->id, &lim, &in->cg, reason,
-                                               reason_size);
+                        r = orch_cgroup_create(sv->cfg.cgroups, in->spec->name, in->id, &lim, &in->cg,
+                                               reason, reason_size);
                         if (r == -EEXIST) {
                                 /* a leftover of a copy that was replaced: kill it and start clean */
                                 struct orch_cgroup *old = NULL;
@@ -1045,8 +1063,8 @@ static int inst_prepare(struct inst *in, const uint16_t *fixed_ports, bool exist
                                         orch_cgroup_remove(old, reason, reason_size);
                                         orch_cgroup_free(old);
                                 }
-                                r = orch_cgroup_create(sv->cfg.cgroups, in->spec->name, in->id, &lim, &in->cg,
-                                                       reason, reason_size);
+                                r = orch_cgroup_create(sv->cfg.cgroups, in->spec->name, in->id, &lim,
+                                                       &in->cg, reason, reason_size);
                         }
                 }
                 if (r < 0)
@@ -1101,8 +1119,8 @@ static void supersede_done(void *userdata, const char *id)
         struct superseding *p = userdata;
         char reason[ORCH_SV_REASON_MAX];
 
-        if (!p->sv->shutting_down && orch_supervisor_start(p->sv, id, p->generation, p->spec, p->revision, reason,
-                                                           sizeof reason) < 0)
+        if (!p->sv->shutting_down &&
+            orch_supervisor_start(p->sv, id, p->generation, p->spec, p->revision, reason, sizeof reason) < 0)
                 log_error("instance %s: cannot start generation %" PRIu64 ": %s", id, p->generation, reason);
         orch_service_free(p->spec);
         free(p);
@@ -1126,7 +1144,8 @@ static int supersede(struct orch_supervisor *sv, const char *id, uint64_t genera
 }
 
 int orch_supervisor_start(struct orch_supervisor *sv, const char *id, uint64_t generation,
-                          const struct orch_service *spec, const char *revision, char *reason, size_t reason_size)
+                          const struct orch_service *spec, const char *revision, char *reason,
+                          size_t reason_size)
 {
         struct inst *in = find(sv, id), *nin;
         int r;
@@ -1141,8 +1160,8 @@ int orch_supervisor_start(struct orch_supervisor *sv, const char *id, uint64_t g
                         return 0;
                 if (in->generation > generation) {
                         orch_snprintf(reason, reason_size,
-                                      "instance %s is held at generation %" PRIu64 ", newer than %" PRIu64, id,
-                                      in->generation, generation);
+                                      "instance %s is held at generation %" PRIu64 ", newer than %" PRIu64,
+                                      id, in->generation, generation);
                         return -ESTALE;
                 }
                 /* a newer placement of the same id replaces the copy we hold: start it once the
@@ -1177,8 +1196,8 @@ int orch_supervisor_start(struct orch_supervisor *sv, const char *id, uint64_t g
         return 0;
 }
 
-int orch_supervisor_stop(struct orch_supervisor *sv, const char *id, const char *reason, orch_sv_done_fn done,
-                         void *userdata)
+int orch_supervisor_stop(struct orch_supervisor *sv, const char *id, const char *reason,
+                         orch_sv_done_fn done, void *userdata)
 {
         struct inst *in = find(sv, id);
 
@@ -1365,7 +1384,8 @@ static void recover_one(struct orch_supervisor *sv, const char *file, bool adopt
         if (!adopt) {
                 char why[256];
                 struct orch_log_ctx ctx = {.service = s.spec->name, .instance = s.id};
-                orch_log(ORCH_LOG_INFO, &ctx, "leftover of a previous agent run: killing and cleaning it up");
+                orch_log(ORCH_LOG_INFO, &ctx,
+                         "leftover of a previous agent run: killing and cleaning it up");
                 if (cg && orch_cgroup_remove(cg, why, sizeof why) < 0)
                         orch_log(ORCH_LOG_ERROR, &ctx, "%s", why);
                 orch_cgroup_free(cg);
@@ -1407,7 +1427,8 @@ static void recover_one(struct orch_supervisor *sv, const char *file, bool adopt
         orch_json_get_u64(s.j, "oom_base", &in->oom_base);
         r = inst_prepare(in, ports, true, reason, sizeof reason);
         if (r < 0 && r != -ENOENT) {
-                orch_log(ORCH_LOG_ERROR, &in->log_ctx, "cannot re-adopt: %s", *reason ? reason : strerror(-r));
+                orch_log(ORCH_LOG_ERROR, &in->log_ctx, "cannot re-adopt: %s",
+                         *reason ? reason : strerror(-r));
                 if (pidfd >= 0)
                         close(pidfd);
                 release_resources(in, false);
@@ -1429,7 +1450,9 @@ static void recover_one(struct orch_supervisor *sv, const char *file, bool adopt
                 in->pid = s.pid;
                 in->pidfd = pidfd;
                 in->adopted = true;
-                in->started_mono = orch_now_usec() - (orch_realtime_msec() - MIN(in->started_at, orch_realtime_msec())) * USEC_PER_MSEC;
+                in->started_mono =
+                        orch_now_usec() -
+                        (orch_realtime_msec() - MIN(in->started_at, orch_realtime_msec())) * USEC_PER_MSEC;
                 in->state = ORCH_INSTANCE_RUNNING;
                 if (orch_json_get_string(s.j, "health", &h) >= 0)
                         in->health = orch_health_state_from_string(h);
@@ -1479,7 +1502,8 @@ int orch_supervisor_recover(struct orch_supervisor *sv, bool adopt)
                                 continue;
                         if (orch_cgroup_open(sv->cfg.cgroups, names[i].service, names[i].instance, &cg) < 0)
                                 continue;
-                        log_info("removing orphaned cgroup %s of a previous agent run", orch_cgroup_path(cg));
+                        log_info("removing orphaned cgroup %s of a previous agent run",
+                                 orch_cgroup_path(cg));
                         if (orch_cgroup_remove(cg, why, sizeof why) < 0)
                                 log_error("%s", why);
                         orch_cgroup_free(cg);
@@ -1491,7 +1515,8 @@ int orch_supervisor_recover(struct orch_supervisor *sv, bool adopt)
 
 /* --- setup and shutdown --------------------------------------------------------------------- */
 
-int orch_supervisor_new(uv_loop_t *loop, const struct orch_supervisor_config *cfg, struct orch_supervisor **ret)
+int orch_supervisor_new(uv_loop_t *loop, const struct orch_supervisor_config *cfg,
+                        struct orch_supervisor **ret)
 {
         struct orch_supervisor *sv = calloc(1, sizeof *sv);
         int r;

@@ -83,10 +83,19 @@ struct orch_log_stream {
         bool cancelled;
 };
 
+/* A stop waiting out the drain delay. */
+struct delayed_stop {
+        char id[ORCH_INSTANCE_ID_MAX + 1];
+        uint64_t generation;
+        uint64_t due_usec;
+        struct orch_list link;
+};
+
 struct orch_agents {
         uv_loop_t *loop;
         uv_tcp_t listener;
         uv_timer_t sweep;
+        struct orch_list delayed; /* struct delayed_stop, in due order */
         bool listening, closing;
         int open_handles;
         struct orch_state *st;
@@ -266,7 +275,9 @@ static int ensure_spec(struct orch_agent_conn *c, struct orch_inst *inst)
         {
                 struct orch_proto_msg m = {
                         .type = ORCH_PROTO_SPEC,
-                        .spec = {.id = cmd->id, .service = inst->svc->name, .revision = inst->revision,
+                        .spec = {.id = cmd->id,
+                                 .service = inst->svc->name,
+                                 .revision = inst->revision,
                                  .spec = spec},
                 };
                 r = send_msg(c, &m);
@@ -316,7 +327,7 @@ void orch_agents_start_instance(void *userdata, struct orch_inst *inst)
         };
 }
 
-void orch_agents_stop_instance(void *userdata, struct orch_inst *inst, const char *reason)
+static void queue_stop(struct orch_inst *inst)
 {
         struct orch_agent_conn *c = inst->node ? inst->node->conn : NULL;
         const struct orch_svc_rev *rev;
@@ -331,9 +342,57 @@ void orch_agents_stop_instance(void *userdata, struct orch_inst *inst, const cha
                 c->stops = n;
                 c->cap_stops = cap;
         }
-        c->stops[c->n_stops++] = (struct orch_proto_stop_item){.instance = inst->id, .generation = inst->generation};
+        c->stops[c->n_stops++] =
+                (struct orch_proto_stop_item){.instance = inst->id, .generation = inst->generation};
         rev = orch_state_service_revision(inst->svc, inst->revision);
-        c->stop_timeout_ms = MAX(c->stop_timeout_ms, rev ? rev->spec->stop.timeout_ms : inst->svc->spec->stop.timeout_ms);
+        c->stop_timeout_ms =
+                MAX(c->stop_timeout_ms, rev ? rev->spec->stop.timeout_ms : inst->svc->spec->stop.timeout_ms);
+}
+
+void orch_agents_stop_instance(void *userdata, struct orch_inst *inst, const char *reason)
+{
+        struct orch_agents *a = userdata;
+        struct delayed_stop *d;
+
+        if (a->cfg.drain_delay_ms == 0 || !inst->node || !inst->node->conn ||
+            inst->state != ORCH_INSTANCE_RUNNING) {
+                queue_stop(inst);
+                return;
+        }
+        /* out of the registry already (desired stop); the signal waits for clients to move on */
+        d = calloc(1, sizeof *d);
+        if (!d) {
+                queue_stop(inst);
+                return;
+        }
+        orch_strlcpy(d->id, inst->id, sizeof d->id);
+        d->generation = inst->generation;
+        d->due_usec = orch_now_usec() + a->cfg.drain_delay_ms * USEC_PER_MSEC;
+        orch_list_append(&a->delayed, &d->link);
+}
+
+static void send_due_stops(struct orch_agents *a)
+{
+        uint64_t now = orch_now_usec();
+        struct orch_list *p, *t;
+        bool any = false;
+
+        orch_list_foreach_safe(p, t, &a->delayed)
+        {
+                struct delayed_stop *d = orch_list_entry(p, struct delayed_stop, link);
+                struct orch_inst *inst;
+                if (!a->closing && d->due_usec > now)
+                        break; /* appended in due order */
+                inst = a->closing ? NULL : orch_state_instance(a->st, d->id);
+                if (inst && inst->generation == d->generation && !inst->desired_run) {
+                        queue_stop(inst);
+                        any = true;
+                }
+                orch_list_remove(p);
+                free(d);
+        }
+        if (any)
+                orch_agents_flush(a);
 }
 
 static void conn_send_batches(struct orch_agent_conn *c)
@@ -380,7 +439,8 @@ void orch_agents_flush(void *userdata)
         struct orch_agents *a = userdata;
         struct orch_list *p, *t;
 
-        orch_list_foreach_safe(p, t, &a->conns) conn_send_batches(orch_list_entry(p, struct orch_agent_conn, link));
+        orch_list_foreach_safe(p, t, &a->conns)
+                conn_send_batches(orch_list_entry(p, struct orch_agent_conn, link));
 }
 
 /* --- instance reports ----------------------------------------------------------------------- */
@@ -399,7 +459,8 @@ static void set_ports(struct orch_inst *inst, const struct orch_proto_report *re
         bool same = inst->n_ports == rep->n_ports;
 
         for (size_t i = 0; same && i < rep->n_ports; i++)
-                same = streq(inst->ports[i].name, rep->ports[i].name) && inst->ports[i].port == rep->ports[i].port;
+                same = streq(inst->ports[i].name, rep->ports[i].name) &&
+                       inst->ports[i].port == rep->ports[i].port;
         if (same)
                 return;
         for (size_t i = 0; i < inst->n_ports; i++)
@@ -465,30 +526,32 @@ static void apply_report(struct orch_agents *a, struct orch_inst *inst, const st
                 if (inst->state != old_state) {
                         if (inst->state == ORCH_INSTANCE_RUNNING)
                                 orch_state_event(st, ORCH_EVENT_INSTANCE_STARTED,
-                                                 json_pack("{s:s, s:s, s:s, s:i}", "service", svc, "instance",
-                                                           inst->id, "node", inst->node->name, "pid",
-                                                           (json_int_t)inst->pid),
+                                                 json_pack("{s:s, s:s, s:s, s:i}", "service", svc,
+                                                           "instance", inst->id, "node", inst->node->name,
+                                                           "pid", (json_int_t)inst->pid),
                                                  "instance %s running on %s (pid %d)", inst->id,
                                                  inst->node->name, inst->pid);
-                        else if (inst->state == ORCH_INSTANCE_EXITED || inst->state == ORCH_INSTANCE_FAILED ||
+                        else if (inst->state == ORCH_INSTANCE_EXITED ||
+                                 inst->state == ORCH_INSTANCE_FAILED ||
                                  (old_state == ORCH_INSTANCE_RUNNING && rep->has_exit))
-                                orch_state_event(st,
-                                                 inst->state == ORCH_INSTANCE_FAILED ? ORCH_EVENT_INSTANCE_FAILED
-                                                                                      : ORCH_EVENT_INSTANCE_EXITED,
-                                                 json_pack("{s:s, s:s, s:s, s:o, s:o, s:b}", "service", svc,
-                                                           "instance", inst->id, "state",
-                                                           orch_instance_state_to_string(inst->state), "code",
-                                                           rep->has_exit ? json_integer(rep->exit.code) : json_null(),
-                                                           "signal",
-                                                           rep->has_exit && rep->exit.signal
-                                                                   ? json_integer(rep->exit.signal)
-                                                                   : json_null(),
-                                                           "oom", rep->has_exit && rep->exit.oom),
-                                                 "instance %s %s%s%s", inst->id,
-                                                 rep->has_exit && rep->exit.oom ? "was OOM-killed"
-                                                 : inst->state == ORCH_INSTANCE_FAILED ? "failed"
-                                                                                       : "exited",
-                                                 inst->reason ? ": " : "", inst->reason ? inst->reason : "");
+                                orch_state_event(
+                                        st,
+                                        inst->state == ORCH_INSTANCE_FAILED ? ORCH_EVENT_INSTANCE_FAILED
+                                                                            : ORCH_EVENT_INSTANCE_EXITED,
+                                        json_pack("{s:s, s:s, s:s, s:o, s:o, s:b}", "service", svc,
+                                                  "instance", inst->id, "state",
+                                                  orch_instance_state_to_string(inst->state), "code",
+                                                  rep->has_exit ? json_integer(rep->exit.code) : json_null(),
+                                                  "signal",
+                                                  rep->has_exit && rep->exit.signal
+                                                          ? json_integer(rep->exit.signal)
+                                                          : json_null(),
+                                                  "oom", rep->has_exit && rep->exit.oom),
+                                        "instance %s %s%s%s", inst->id,
+                                        rep->has_exit && rep->exit.oom        ? "was OOM-killed"
+                                        : inst->state == ORCH_INSTANCE_FAILED ? "failed"
+                                                                              : "exited",
+                                        inst->reason ? ": " : "", inst->reason ? inst->reason : "");
                 }
                 if (inst->health != old_health && inst->health != ORCH_HEALTH_UNKNOWN)
                         orch_state_event(st, ORCH_EVENT_INSTANCE_HEALTH,
@@ -508,7 +571,8 @@ static void handle_event(struct orch_agent_conn *c, const struct orch_proto_even
         struct orch_inst *inst = orch_state_instance(a->st, ev->report.instance);
         enum orch_proto_record rec = record_for(inst, c->node);
 
-        if (!inst || inst->node != c->node || !orch_proto_fence_current(rec, inst->generation, ev->report.generation)) {
+        if (!inst || inst->node != c->node ||
+            !orch_proto_fence_current(rec, inst->generation, ev->report.generation)) {
                 /* a copy orchd no longer holds: the hello fenced it, or a stop is on its way */
                 log_debug("agent %s: event for %s generation %" PRIu64 " ignored", c->node->name,
                           ev->report.instance, ev->report.generation);
@@ -525,8 +589,8 @@ static void stop_done(struct orch_agents *a, struct orch_agent_conn *c, const ch
         if (!inst || inst->node != c->node || inst->generation != generation || inst->desired_run)
                 return;
         orch_state_event(a->st, ORCH_EVENT_INSTANCE_STOPPED,
-                         json_pack("{s:s, s:s, s:s}", "service", inst->svc->name, "instance", inst->id, "node",
-                                   c->node->name),
+                         json_pack("{s:s, s:s, s:s}", "service", inst->svc->name, "instance", inst->id,
+                                   "node", c->node->name),
                          "instance %s stopped on %s", inst->id, c->node->name);
         if (inst->state != ORCH_INSTANCE_LOST)
                 inst->state = ORCH_INSTANCE_EXITED;
@@ -535,8 +599,8 @@ static void stop_done(struct orch_agents *a, struct orch_agent_conn *c, const ch
         orch_state_mark_dirty(a->st, inst->svc);
 }
 
-static void start_failed(struct orch_agents *a, struct orch_agent_conn *c, const char *id, uint64_t generation,
-                         const char *error)
+static void start_failed(struct orch_agents *a, struct orch_agent_conn *c, const char *id,
+                         uint64_t generation, const char *error)
 {
         struct orch_inst *inst = orch_state_instance(a->st, id);
 
@@ -548,8 +612,8 @@ static void start_failed(struct orch_agents *a, struct orch_agent_conn *c, const
         orch_state_release_resources(a->st, inst);
         orch_state_instance_changed(a->st, inst);
         orch_state_event(a->st, ORCH_EVENT_INSTANCE_FAILED,
-                         json_pack("{s:s, s:s, s:s, s:s}", "service", inst->svc->name, "instance", inst->id, "node",
-                                   c->node->name, "reason", error),
+                         json_pack("{s:s, s:s, s:s, s:s}", "service", inst->svc->name, "instance", inst->id,
+                                   "node", c->node->name, "reason", error),
                          "instance %s could not start on %s: %s", inst->id, c->node->name, error);
         orch_state_mark_dirty(a->st, inst->svc);
 }
@@ -588,7 +652,8 @@ static void handle_ack(struct orch_agent_conn *c, const struct orch_proto_ack *a
                 if (cmd->logs) {
                         struct orch_log_stream *s = cmd->logs;
                         if (!s->cancelled && s->on_end)
-                                s->on_end(s->userdata, ack->ok ? NULL : (ack->error ? ack->error : "log unavailable"));
+                                s->on_end(s->userdata,
+                                          ack->ok ? NULL : (ack->error ? ack->error : "log unavailable"));
                         free(s);
                         cmd->logs = NULL;
                 }
@@ -712,8 +777,8 @@ static void process_hello(struct orch_agent_conn *c)
 
         if (h->proto != ORCH_PROTO_VERSION) {
                 char msg[128];
-                orch_snprintf(msg, sizeof msg, "protocol version %u is not supported (orchd speaks %u)", h->proto,
-                              ORCH_PROTO_VERSION);
+                orch_snprintf(msg, sizeof msg, "protocol version %u is not supported (orchd speaks %u)",
+                              h->proto, ORCH_PROTO_VERSION);
                 send_error(c, msg);
                 conn_close(c, msg);
                 return;
@@ -752,7 +817,8 @@ static void process_hello(struct orch_agent_conn *c)
                 if (record_for(inst, c->node) == ORCH_PROTO_RECORD_WANTED &&
                     inst->state != ORCH_INSTANCE_EXITED && inst->state != ORCH_INSTANCE_FAILED) {
                         if (inst->confirmed)
-                                log_info("node %s: %s is missing; starting it again", c->node->name, inst->id);
+                                log_info("node %s: %s is missing; starting it again", c->node->name,
+                                         inst->id);
                         inst->state = ORCH_INSTANCE_PENDING;
                         orch_state_place_instance(a->st, inst, c->node);
                         orch_agents_start_instance(a, inst);
@@ -792,8 +858,8 @@ static void process_hello(struct orch_agent_conn *c)
         orch_state_event(a->st, joined ? ORCH_EVENT_NODE_JOINED : ORCH_EVENT_NODE_READY,
                          json_pack("{s:s, s:s, s:i}", "node", c->node->name, "address", c->node->address,
                                    "instances", (json_int_t)total),
-                         "node %s %s from %s with %zu instances", c->node->name, joined ? "joined" : "is back",
-                         c->node->address, total);
+                         "node %s %s from %s with %zu instances", c->node->name,
+                         joined ? "joined" : "is back", c->node->address, total);
         log_info("node %s %s (%s, %zu instances reported)", c->node->name, joined ? "joined" : "reconnected",
                  c->peer, total);
         for (size_t i = 0; i < c->n_hello_parts; i++)
@@ -820,7 +886,8 @@ static void handle_frame(struct orch_agent_conn *c, const char *frame, size_t le
         }
         if (!orch_proto_type_sent_by_agent(m->type)) {
                 char msg[128];
-                orch_snprintf(msg, sizeof msg, "an agent may not send '%s'", orch_proto_type_to_string(m->type));
+                orch_snprintf(msg, sizeof msg, "an agent may not send '%s'",
+                              orch_proto_type_to_string(m->type));
                 send_error(c, msg);
                 conn_close(c, msg);
                 orch_proto_msg_free(m);
@@ -1050,8 +1117,8 @@ static void node_lose_instances(struct orch_agents *a, struct orch_node *node, c
                 orch_state_instance_changed(a->st, inst);
                 orch_state_mark_dirty(a->st, inst->svc);
                 orch_state_event(a->st, ORCH_EVENT_INSTANCE_LOST,
-                                 json_pack("{s:s, s:s, s:s}", "service", inst->svc->name, "instance", inst->id,
-                                           "node", node->name),
+                                 json_pack("{s:s, s:s, s:s}", "service", inst->svc->name, "instance",
+                                           inst->id, "node", node->name),
                                  "instance %s lost with node %s; replacing it", inst->id, node->name);
                 n++;
         }
@@ -1063,44 +1130,51 @@ static void node_lose_instances(struct orch_agents *a, struct orch_node *node, c
 static void sweep_cb(uv_timer_t *t)
 {
         struct orch_agents *a = container_of(t, struct orch_agents, sweep);
-        uint64_t now = orch_now_usec(), ttl = orch_agents_ttl_ms(a) * USEC_PER_MSEC;
-        uint64_t grace = MAX(ttl, (uint64_t)STARTUP_GRACE_MSEC * USEC_PER_MSEC);
-        struct orch_hmap_iter it;
-        struct orch_hmap_node *n;
-        struct orch_list *p, *tmp;
-
-        for (n = orch_hmap_first(&a->st->nodes, &it); n; n = orch_hmap_next(&a->st->nodes, &it)) {
-                struct orch_node *node = container_of(n, struct orch_node, hnode);
-
-                if (node->state != ORCH_NODE_DOWN && now > node->last_heard_usec + ttl) {
-                        char why[96];
-                        orch_snprintf(why, sizeof why, "no heartbeat for %" PRIu64 " ms", (uint64_t)(ttl / USEC_PER_MSEC));
-                        log_warn("node %s is down: %s", node->name, why);
-                        if (node->conn)
-                                conn_close(node->conn, why);
-                        orch_state_set_node_state(a->st, node, ORCH_NODE_DOWN);
-                        orch_state_event(a->st, ORCH_EVENT_NODE_DOWN, json_pack("{s:s}", "node", node->name),
-                                         "node %s is down: %s", node->name, why);
-                        node_lose_instances(a, node, "node down");
-                } else if (node->state == ORCH_NODE_DOWN && !node->instances_lost && !node->conn &&
-                           now > MAX(node->last_heard_usec, a->started_usec) + grace) {
-                        /* known from the store, but its agent did not come back after orchd started */
-                        node_lose_instances(a, node, "node did not reconnect");
-                }
-        }
-        /* commands an agent never answered: it is stuck; the hello after reconnecting settles it */
-        orch_list_foreach_safe(p, tmp, &a->conns)
+        send_due_stops(a);
         {
-                struct orch_agent_conn *c = orch_list_entry(p, struct orch_agent_conn, link);
-                if (c->state == CONN_AWAIT_HELLO && now > c->opened_usec + HELLO_TIMEOUT_MSEC * USEC_PER_MSEC) {
-                        send_error(c, "no hello within 10s");
-                        conn_close(c, "no hello");
-                } else {
-                        for (struct command *cmd = c->commands; cmd; cmd = cmd->next)
-                                if (now > cmd->deadline_usec) {
-                                        conn_close(c, "a command was not acknowledged in time");
-                                        break;
-                                }
+                uint64_t now = orch_now_usec(), ttl = orch_agents_ttl_ms(a) * USEC_PER_MSEC;
+                uint64_t grace = MAX(ttl, (uint64_t)STARTUP_GRACE_MSEC * USEC_PER_MSEC);
+                struct orch_hmap_iter it;
+                struct orch_hmap_node *n;
+                struct orch_list *p, *tmp;
+
+                for (n = orch_hmap_first(&a->st->nodes, &it); n; n = orch_hmap_next(&a->st->nodes, &it)) {
+                        struct orch_node *node = container_of(n, struct orch_node, hnode);
+
+                        if (node->state != ORCH_NODE_DOWN && now > node->last_heard_usec + ttl) {
+                                char why[96];
+                                orch_snprintf(why, sizeof why, "no heartbeat for %" PRIu64 " ms",
+                                              (uint64_t)(ttl / USEC_PER_MSEC));
+                                log_warn("node %s is down: %s", node->name, why);
+                                if (node->conn)
+                                        conn_close(node->conn, why);
+                                orch_state_set_node_state(a->st, node, ORCH_NODE_DOWN);
+                                orch_state_event(a->st, ORCH_EVENT_NODE_DOWN,
+                                                 json_pack("{s:s}", "node", node->name),
+                                                 "node %s is down: %s", node->name, why);
+                                node_lose_instances(a, node, "node down");
+                        } else if (node->state == ORCH_NODE_DOWN && !node->instances_lost && !node->conn &&
+                                   now > MAX(node->last_heard_usec, a->started_usec) + grace) {
+                                /* known from the store, but its agent did not come back after orchd started
+                                 */
+                                node_lose_instances(a, node, "node did not reconnect");
+                        }
+                }
+                /* commands an agent never answered: it is stuck; the hello after reconnecting settles it */
+                orch_list_foreach_safe(p, tmp, &a->conns)
+                {
+                        struct orch_agent_conn *c = orch_list_entry(p, struct orch_agent_conn, link);
+                        if (c->state == CONN_AWAIT_HELLO &&
+                            now > c->opened_usec + HELLO_TIMEOUT_MSEC * USEC_PER_MSEC) {
+                                send_error(c, "no hello within 10s");
+                                conn_close(c, "no hello");
+                        } else {
+                                for (struct command *cmd = c->commands; cmd; cmd = cmd->next)
+                                        if (now > cmd->deadline_usec) {
+                                                conn_close(c, "a command was not acknowledged in time");
+                                                break;
+                                        }
+                        }
                 }
         }
 }
@@ -1128,6 +1202,7 @@ int orch_agents_new(uv_loop_t *loop, struct orch_state *st, const struct orch_ag
         a->join_token = strdup(cfg->join_token);
         a->started_usec = orch_now_usec();
         orch_list_init(&a->conns);
+        orch_list_init(&a->delayed);
         if (!a->join_token) {
                 free(a);
                 return -ENOMEM;
@@ -1206,7 +1281,9 @@ void orch_agents_close(struct orch_agents *a)
         if (!a)
                 return;
         a->closing = true;
-        orch_list_foreach_safe(p, t, &a->conns) conn_close(orch_list_entry(p, struct orch_agent_conn, link), NULL);
+        send_due_stops(a); /* frees them: nothing is sent while closing */
+        orch_list_foreach_safe(p, t, &a->conns)
+                conn_close(orch_list_entry(p, struct orch_agent_conn, link), NULL);
         free(a->join_token);
         a->join_token = NULL;
         if (a->open_handles == 0) {

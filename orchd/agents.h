@@ -27,6 +27,9 @@ struct orch_agents_config {
         uint32_t ttl_factor;         /* default 3 */
         uint32_t max_heartbeat_rate; /* heartbeats per second in total, default 1000 */
         uint32_t max_connections;    /* default 10000 */
+        /* An instance orchd stops leaves the registry at once and gets its stop signal this much
+         * later, so that no new request reaches it (0: at once). */
+        uint64_t drain_delay_ms;
 };
 
 int orch_agents_new(uv_loop_t *loop, struct orch_state *st, const struct orch_agents_config *cfg,

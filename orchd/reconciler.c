@@ -116,10 +116,10 @@ static int place_pending(struct orch_reconciler *rc, struct orch_svc *svc)
                         if (!streq_ptr(inst->reason, res.reason)) {
                                 orch_state_set_reason(st, inst, res.reason);
                                 orch_state_event(st, ORCH_EVENT_INSTANCE_PENDING,
-                                                 json_pack("{s:s, s:s, s:s}", "service", svc->name, "instance",
-                                                           inst->id, "reason", res.reason),
-                                                 "instance %s of %s cannot be placed: %s", inst->id, svc->name,
-                                                 res.reason);
+                                                 json_pack("{s:s, s:s, s:s}", "service", svc->name,
+                                                           "instance", inst->id, "reason", res.reason),
+                                                 "instance %s of %s cannot be placed: %s", inst->id,
+                                                 svc->name, res.reason);
                         }
                         /* the others of this revision would not fit either */
                         continue;
@@ -129,8 +129,9 @@ static int place_pending(struct orch_reconciler *rc, struct orch_svc *svc)
                         return -EIO; /* the scheduler named a node orchd does not know */
                 rc->stats.placements++;
                 orch_state_event(st, ORCH_EVENT_INSTANCE_PLACED,
-                                 json_pack("{s:s, s:s, s:s, s:I}", "service", svc->name, "instance", inst->id,
-                                           "node", inst->node->name, "generation", (json_int_t)inst->generation),
+                                 json_pack("{s:s, s:s, s:s, s:I}", "service", svc->name, "instance",
+                                           inst->id, "node", inst->node->name, "generation",
+                                           (json_int_t)inst->generation),
                                  "instance %s of %s placed on %s", inst->id, svc->name, inst->node->name);
                 r = queue_action(rc, inst, true, NULL);
                 if (r < 0)
@@ -157,7 +158,13 @@ static int stop_instance(struct orch_reconciler *rc, struct orch_inst *inst, con
         if (!inst->desired_run)
                 return 0;
         inst->desired_run = false;
+        inst->healthy_since = 0;
         orch_state_instance_changed(rc->st, inst);
+        /* the event takes it out of the registry before its stop signal (after the drain delay) */
+        orch_state_event(rc->st, ORCH_EVENT_INSTANCE_STOPPING,
+                         json_pack("{s:s, s:s, s:s}", "service", inst->svc->name, "instance", inst->id,
+                                   "reason", reason),
+                         "instance %s stopping: %s", inst->id, reason);
         if (!inst->node) {
                 orch_state_remove_instance(rc->st, inst);
                 return 1;
@@ -194,7 +201,8 @@ static int stop_victims(struct orch_reconciler *rc, struct orch_inst **cands, si
 
 static bool available_long_enough(const struct orch_inst *inst, uint64_t now, uint64_t min_healthy)
 {
-        return orch_inst_is_available(inst) && inst->healthy_since && now >= inst->healthy_since + min_healthy;
+        return orch_inst_is_available(inst) && inst->healthy_since &&
+               now >= inst->healthy_since + min_healthy;
 }
 
 static void rollout_message(struct orch_svc *svc, const char *msg)
@@ -245,8 +253,8 @@ static int fail_rollout(struct orch_reconciler *rc, struct orch_svc *svc, const 
         svc->rollout.state = ORCH_ROLLOUT_FAILED;
         rollout_message(svc, why);
         orch_state_event(st, ORCH_EVENT_ROLLOUT,
-                         json_pack("{s:s, s:s, s:s, s:s}", "service", svc->name, "revision", to, "state", "failed",
-                                   "reason", why),
+                         json_pack("{s:s, s:s, s:s, s:s}", "service", svc->name, "revision", to, "state",
+                                   "failed", "reason", why),
                          "rollout of %s to revision %s failed: %s%s", svc->name, to, why,
                          auto_revert ? "; reverting to the previous revision" : "");
         if (!auto_revert)
@@ -265,7 +273,8 @@ static int fail_rollout(struct orch_reconciler *rc, struct orch_svc *svc, const 
  * replicas - max_unavailable, where a new instance counts only after min_healthy of health.
  * Old instances that are not available go first: removing them costs no availability.
  */
-static int rollout_step(struct orch_reconciler *rc, struct orch_svc *svc, struct orch_inst **live, size_t n_live)
+static int rollout_step(struct orch_reconciler *rc, struct orch_svc *svc, struct orch_inst **live,
+                        size_t n_live)
 {
         const struct orch_service *spec = svc->spec;
         uint32_t R = spec->replicas, surge = spec->update.max_surge, unavail = spec->update.max_unavailable;
@@ -346,7 +355,8 @@ static int rollout_step(struct orch_reconciler *rc, struct orch_svc *svc, struct
         }
         /* New ones start while the total stays within replicas + max_surge. */
         if (n_new < R) {
-                size_t total = n_new + n_old, budget = (size_t)R + surge > total ? (size_t)R + surge - total : 0;
+                size_t total = n_new + n_old,
+                       budget = (size_t)R + surge > total ? (size_t)R + surge - total : 0;
                 r = new_instances(rc, svc, (uint32_t)MIN(budget, (size_t)R - n_new));
                 if (r < 0)
                         return r;
@@ -381,9 +391,10 @@ static int reconcile_service(struct orch_reconciler *rc, struct orch_svc *svc)
                         if (r > 0)
                                 continue; /* already forgotten */
                         /* nothing runs it any more: forget it */
-                        if (!inst->desired_run && (!inst->node || inst->state == ORCH_INSTANCE_LOST ||
-                                                   (inst->confirmed && (inst->state == ORCH_INSTANCE_EXITED ||
-                                                                        inst->state == ORCH_INSTANCE_FAILED))))
+                        if (!inst->desired_run &&
+                            (!inst->node || inst->state == ORCH_INSTANCE_LOST ||
+                             (inst->confirmed &&
+                              (inst->state == ORCH_INSTANCE_EXITED || inst->state == ORCH_INSTANCE_FAILED))))
                                 orch_state_remove_instance(st, inst);
                 }
                 if (orch_list_empty(&svc->instances))
@@ -399,8 +410,9 @@ static int reconcile_service(struct orch_reconciler *rc, struct orch_svc *svc)
         {
                 struct orch_inst *inst = orch_list_entry(p, struct orch_inst, svc_link);
                 /* terminal instances ended by their restart policy count towards replicas */
-                if (orch_inst_is_live(inst) || (inst->desired_run && (inst->state == ORCH_INSTANCE_EXITED ||
-                                                                      inst->state == ORCH_INSTANCE_FAILED))) {
+                if (orch_inst_is_live(inst) ||
+                    (inst->desired_run &&
+                     (inst->state == ORCH_INSTANCE_EXITED || inst->state == ORCH_INSTANCE_FAILED))) {
                         live[n_live++] = inst;
                         if (!streq(inst->revision, svc->revision))
                                 rolling = true;
@@ -488,7 +500,8 @@ static void check_cb(uv_check_t *h)
 {
         struct orch_reconciler *rc = container_of(h, struct orch_reconciler, check);
 
-        if (!orch_list_empty(&rc->st->dirty_services) || orch_sched_epoch(rc->st->sched) != rc->sched_epoch ||
+        if (!orch_list_empty(&rc->st->dirty_services) ||
+            orch_sched_epoch(rc->st->sched) != rc->sched_epoch ||
             !orch_list_empty(&rc->st->store_instances) || json_array_size(rc->st->pending_events) > 0)
                 orch_reconciler_run(rc);
 }
@@ -560,7 +573,8 @@ void orch_reconciler_close(struct orch_reconciler *rc)
                 uv_close((uv_handle_t *)&rc->tick, close_cb);
 }
 
-int orch_reconciler_preview(struct orch_reconciler *rc, const struct orch_service *spec, uint32_t n, json_t *ret)
+int orch_reconciler_preview(struct orch_reconciler *rc, const struct orch_service *spec, uint32_t n,
+                            json_t *ret)
 {
         struct orch_sched_request req;
         struct orch_sched_result last;
@@ -576,10 +590,12 @@ int orch_reconciler_preview(struct orch_reconciler *rc, const struct orch_servic
         for (int i = 0; i < placed; i++) {
                 struct orch_sched_node_info info;
                 if (orch_sched_node_get(rc->st->sched, nodes[i], &info) >= 0)
-                        json_array_append_new(ret, json_pack("{s:s, s:s}", "service", spec->name, "node", info.name));
+                        json_array_append_new(
+                                ret, json_pack("{s:s, s:s}", "service", spec->name, "node", info.name));
         }
         for (uint32_t i = (uint32_t)placed; i < n; i++)
-                json_array_append_new(ret, json_pack("{s:s, s:s}", "service", spec->name, "pending", last.reason));
+                json_array_append_new(
+                        ret, json_pack("{s:s, s:s}", "service", spec->name, "pending", last.reason));
         /* a dry run leaves no trace in the scheduler */
         for (int i = 0; i < placed; i++)
                 orch_sched_account(rc->st->sched, nodes[i], spec->name, spec->resources.cpu_millis,

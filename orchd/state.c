@@ -23,6 +23,7 @@ static const char *const event_types[_ORCH_EVENT_TYPE_MAX] = {
         [ORCH_EVENT_INSTANCE_EXITED] = "instance.exited",
         [ORCH_EVENT_INSTANCE_RESTARTED] = "instance.restarted",
         [ORCH_EVENT_INSTANCE_HEALTH] = "instance.health",
+        [ORCH_EVENT_INSTANCE_STOPPING] = "instance.stopping",
         [ORCH_EVENT_INSTANCE_STOPPED] = "instance.stopped",
         [ORCH_EVENT_INSTANCE_LOST] = "instance.lost",
         [ORCH_EVENT_INSTANCE_REPLACED] = "instance.replaced",
@@ -254,7 +255,8 @@ void orch_state_node_changed(struct orch_state *st, struct orch_node *node)
 
 /* --- events --------------------------------------------------------------------------------- */
 
-uint64_t orch_state_event(struct orch_state *st, enum orch_event_type type, json_t *fields, const char *fmt, ...)
+uint64_t orch_state_event(struct orch_state *st, enum orch_event_type type, json_t *fields, const char *fmt,
+                          ...)
 {
         struct orch_buf msg = {0};
         json_t *ev = fields ? fields : json_object();
@@ -366,7 +368,8 @@ json_t *orch_svc_to_json(const struct orch_svc *svc, bool with_spec)
         }
         for (size_t i = 0; i < _ORCH_INSTANCE_STATE_MAX; i++)
                 if (by_state[i])
-                        json_object_set_new(counts, orch_instance_state_to_string((enum orch_instance_state)i),
+                        json_object_set_new(counts,
+                                            orch_instance_state_to_string((enum orch_instance_state)i),
                                             json_integer((json_int_t)by_state[i]));
         json_object_set_new(o, "name", json_string(svc->name));
         json_object_set_new(o, "replicas", json_integer(svc->spec->replicas));
@@ -377,18 +380,19 @@ json_t *orch_svc_to_json(const struct orch_svc *svc, bool with_spec)
         json_object_set_new(o, "deleting", json_boolean(svc->deleting));
         json_object_set_new(o, "created_at", time_or_null(svc->created_at));
         json_object_set_new(o, "updated_at", time_or_null(svc->updated_at));
-        json_object_set_new(o, "rollout",
-                            json_pack("{s:s, s:s, s:s, s:o}", "state",
-                                      orch_rollout_state_to_string(svc->rollout.state), "from",
-                                      svc->rollout.from_revision, "to", svc->rollout.to_revision, "message",
-                                      svc->rollout.message ? json_string(svc->rollout.message) : json_null()));
+        json_object_set_new(
+                o, "rollout",
+                json_pack("{s:s, s:s, s:s, s:o}", "state", orch_rollout_state_to_string(svc->rollout.state),
+                          "from", svc->rollout.from_revision, "to", svc->rollout.to_revision, "message",
+                          svc->rollout.message ? json_string(svc->rollout.message) : json_null()));
         if (with_spec) {
                 json_t *spec = NULL, *revs = json_array();
                 if (orch_service_to_json(svc->spec, &spec) >= 0)
                         json_object_set_new(o, "spec", spec);
                 for (size_t i = 0; revs && i < svc->n_revs; i++)
-                        json_array_append_new(revs, json_pack("{s:s, s:o}", "revision", svc->revs[i].revision,
-                                                              "created_at", time_or_null(svc->revs[i].created_at)));
+                        json_array_append_new(revs, json_pack("{s:s, s:o}", "revision",
+                                                              svc->revs[i].revision, "created_at",
+                                                              time_or_null(svc->revs[i].created_at)));
                 json_object_set_new(o, "revisions", revs ? revs : json_null());
         }
         return o;
@@ -444,14 +448,14 @@ static json_t *svc_record(const struct orch_svc *svc)
         }
         for (size_t i = 0; i < svc->n_revs; i++)
                 json_array_append_new(revs, json_string(svc->revs[i].revision));
-        o = json_pack("{s:s, s:o, s:s, s:s, s:I, s:I, s:b, s:o, s:{s:s, s:s, s:s, s:I, s:I, s:b, s:o}}", "name",
-                      svc->name, "spec", spec, "revision", svc->revision, "spec_hash", svc->spec_hash,
-                      "created_at", (json_int_t)svc->created_at, "updated_at", (json_int_t)svc->updated_at,
-                      "deleting", svc->deleting, "revisions", revs, "rollout", "state",
-                      orch_rollout_state_to_string(svc->rollout.state), "from", svc->rollout.from_revision,
-                      "to", svc->rollout.to_revision, "started_at", (json_int_t)svc->rollout.started_at,
-                      "last_progress", (json_int_t)svc->rollout.last_progress, "reverting",
-                      svc->rollout.reverting, "message",
+        o = json_pack("{s:s, s:o, s:s, s:s, s:I, s:I, s:b, s:o, s:{s:s, s:s, s:s, s:I, s:I, s:b, s:o}}",
+                      "name", svc->name, "spec", spec, "revision", svc->revision, "spec_hash",
+                      svc->spec_hash, "created_at", (json_int_t)svc->created_at, "updated_at",
+                      (json_int_t)svc->updated_at, "deleting", svc->deleting, "revisions", revs, "rollout",
+                      "state", orch_rollout_state_to_string(svc->rollout.state), "from",
+                      svc->rollout.from_revision, "to", svc->rollout.to_revision, "started_at",
+                      (json_int_t)svc->rollout.started_at, "last_progress",
+                      (json_int_t)svc->rollout.last_progress, "reverting", svc->rollout.reverting, "message",
                       svc->rollout.message ? json_string(svc->rollout.message) : json_null());
         return o;
 }
@@ -576,8 +580,7 @@ int orch_state_flush(struct orch_state *st)
                 if (r < 0)
                         return r;
         }
-        json_array_foreach(st->store_events, i, ev)
-        {
+        json_array_foreach (st->store_events, i, ev) {
                 _cleanup_(freep) char *s = orch_json_dumps_compact(ev);
                 json_int_t idx = json_integer_value(json_object_get(ev, "index"));
 
@@ -618,7 +621,7 @@ publish:
                 _cleanup_json_ json_t *evs = st->pending_events;
                 st->pending_events = json_array();
                 if (st->on_event)
-                        json_array_foreach(evs, i, ev)
+                        json_array_foreach (evs, i, ev)
                                 st->on_event(st->on_event_userdata,
                                              (uint64_t)json_integer_value(json_object_get(ev, "index")), ev);
         }
@@ -671,7 +674,8 @@ static int svc_push_revision(struct orch_svc *svc, struct orch_service *spec, co
         for (size_t i = 0; i < svc->n_revs; i++)
                 if (streq(svc->revs[i].revision, revision)) {
                         svc_rev_release(&svc->revs[i]);
-                        memmove(&svc->revs[i], &svc->revs[i + 1], (svc->n_revs - i - 1) * sizeof svc->revs[0]);
+                        memmove(&svc->revs[i], &svc->revs[i + 1],
+                                (svc->n_revs - i - 1) * sizeof svc->revs[0]);
                         svc->n_revs--;
                         break;
                 }
@@ -745,7 +749,8 @@ int orch_state_apply_service(struct orch_state *st, struct orch_service *spec, c
                                 .started_at = now,
                                 .last_progress = now,
                         };
-                        orch_strlcpy(svc->rollout.from_revision, svc->revision, sizeof svc->rollout.from_revision);
+                        orch_strlcpy(svc->rollout.from_revision, svc->revision,
+                                     sizeof svc->rollout.from_revision);
                         orch_strlcpy(svc->rollout.to_revision, revision, sizeof svc->rollout.to_revision);
                 } else {
                         /* same template (replicas, route or update changed): replace in place */
@@ -774,8 +779,8 @@ int orch_state_apply_service(struct orch_state *st, struct orch_service *spec, c
         svc_store_changed(st, svc);
         orch_state_mark_dirty(st, svc);
         orch_state_event(st, ORCH_EVENT_SERVICE_APPLIED,
-                         json_pack("{s:s, s:s, s:s}", "service", svc->name, "revision", svc->revision, "change",
-                                   *ret_change),
+                         json_pack("{s:s, s:s, s:s}", "service", svc->name, "revision", svc->revision,
+                                   "change", *ret_change),
                          "service %s %s (revision %s, %u replicas)", svc->name, *ret_change, svc->revision,
                          svc->spec->replicas);
         return 1;
@@ -1136,8 +1141,8 @@ static int load_revision(const char *key, const char *value, size_t len, void *u
         for (at = 1; at < svc->n_revs && svc->revs[at].created_at >= created; at++)
                 ;
         memmove(&svc->revs[at + 1], &svc->revs[at], (svc->n_revs - at) * sizeof svc->revs[0]);
-        svc->revs[at] = (struct orch_svc_rev){.spec = TAKE_PTR(spec), .spec_json = strdup(specstr),
-                                              .created_at = created};
+        svc->revs[at] = (struct orch_svc_rev){
+                .spec = TAKE_PTR(spec), .spec_json = strdup(specstr), .created_at = created};
         orch_strlcpy(svc->revs[at].revision, revision, sizeof svc->revs[at].revision);
         svc->n_revs++;
         return 0;
@@ -1170,13 +1175,13 @@ static int load_node(const char *key, const char *value, size_t len, void *userd
                 node->labels = calloc(json_object_size(labels) + 1, sizeof *node->labels);
                 if (!node->labels)
                         return -ENOMEM;
-                json_object_foreach(labels, k, v)
+                json_object_foreach (labels, k, v)
                         if (json_is_string(v))
                                 node->labels[node->n_labels++] =
                                         (struct orch_label){strdup(k), strdup(json_string_value(v))};
         }
         if (orch_json_get_array(j, "drivers", &drivers) >= 0)
-                json_array_foreach(drivers, i, v)
+                json_array_foreach (drivers, i, v)
                         if (json_is_string(v))
                                 orch_strv_push(&node->drivers, json_string_value(v));
         orch_json_get_bool(j, "cordoned", &node->cordoned);
@@ -1260,7 +1265,7 @@ static int load_instance(const char *key, const char *value, size_t len, void *u
                 inst->ports = calloc(json_object_size(ports) + 1, sizeof *inst->ports);
                 if (!inst->ports)
                         return -ENOMEM;
-                json_object_foreach(ports, k, v)
+                json_object_foreach (ports, k, v)
                         if (json_is_integer(v))
                                 inst->ports[inst->n_ports++] =
                                         (struct orch_inst_port){strdup(k), (uint16_t)json_integer_value(v)};
