@@ -19,13 +19,12 @@
  * one instance, place one), the cost of a placement that fails (the reason is built from every
  * node) and scale-down selection.
  *
- *   bench/sched-place [NODES [INSTANCES [SERVICES]]]     defaults 5000 1000000 200
+ *   bench/sched-place [NODES [INSTANCES [SERVICES [FILL%]]]]     defaults 5000 1000000 200 90
  */
 
-#define ROUNDS      10
-#define CHURN       100000
-#define FAILURES    200
-#define FILL_TARGET 0.90
+#define ROUNDS   10
+#define CHURN    100000
+#define FAILURES 200
 
 /* Instance sizes, CPU and memory, with 0.5 to 2 GiB per core as services commonly have. A mix
  * whose ratios span much more (100m with 1Gi beside 1 core with 128Mi) strands capacity under
@@ -54,6 +53,7 @@ struct bench {
         struct orch_sched_victim *victim_input;
         uint32_t node_cpu;
         uint64_t node_mem;
+        double fill; /* of the cluster's capacity, once every instance is placed */
 };
 
 /* CPU time of this thread: the machine is shared, and time spent waiting for a core is not the
@@ -135,9 +135,9 @@ static int setup(struct bench *b)
                 cpu += (double)s->req.cpu_millis * b->per_service;
                 mem += (double)s->req.memory * b->per_service;
         }
-        /* Three nodes in four are large, one small (half): capacity for the demand at FILL_TARGET. */
-        b->node_cpu = (uint32_t)(cpu / FILL_TARGET / (b->n_nodes * 0.875)) + 1;
-        b->node_mem = ((uint64_t)(mem / FILL_TARGET / (b->n_nodes * 0.875)) | ((1 << 20) - 1)) + 1;
+        /* Three nodes in four are large, one small (half): capacity for the demand at b->fill. */
+        b->node_cpu = (uint32_t)(cpu / b->fill / (b->n_nodes * 0.875)) + 1;
+        b->node_mem = ((uint64_t)(mem / b->fill / (b->n_nodes * 0.875)) | ((1 << 20) - 1)) + 1;
         return 0;
 }
 
@@ -213,6 +213,7 @@ static int run(struct bench *b, enum orch_strategy strategy)
 
         for (uint32_t i = 0; i < b->n_services; i++)
                 b->services[i].req.strategy = strategy;
+        memset(b->inst_node, 0xff, b->n_instances * sizeof *b->inst_node); /* ORCH_SCHED_NODE_NONE */
         r = orch_sched_new(&opts, &s);
         if (r < 0)
                 return r;
@@ -252,8 +253,9 @@ static int run(struct bench *b, enum orch_strategy strategy)
         for (uint32_t round = 0; round < ROUNDS; round++)
                 printf(" %.2f", round_us[round]);
         printf("\n");
-        printf("         memory: RSS %+.1f MiB for the view of %u nodes and %zu instances\n",
-               (double)(rss_kib() - rss0) / 1024, b->n_nodes, placed);
+        printf("         memory: RSS %+.1f MiB for the view of %u nodes and %zu instances (process: %.1f "
+               "MiB)\n",
+               (double)(rss_kib() - rss0) / 1024, b->n_nodes, placed, (double)rss_kib() / 1024);
 
         /* Quality: spread keeps every service even over the nodes it may use (ideal: placed / eligible
          * nodes, rounded up); binpack fills nodes. */
@@ -288,8 +290,9 @@ static int run(struct bench *b, enum orch_strategy strategy)
                above_ideal, 100.0 * (double)above_ideal / (double)(placed ? placed : 1), max_excess,
                full_nodes, empty_nodes);
 
-        /* Churn on the full cluster: one instance leaves, one of the same service is placed. */
-        if (placed == b->n_instances) {
+        /* Churn on the full cluster, the way the reconciler replaces an instance: one leaves
+         * (orch_sched_account -1), one of its service is placed (orch_sched_place, then +1). */
+        {
                 size_t churn_failed = 0;
 
                 t0 = now_sec();
@@ -297,18 +300,28 @@ static int run(struct bench *b, enum orch_strategy strategy)
                         size_t inst = (size_t)(xorshift(&x) % b->n_instances);
                         const struct orch_sched_request *req = &b->services[inst / b->per_service].req;
 
-                        r = orch_sched_account(s, b->inst_node[inst], req->service, req->cpu_millis,
-                                               req->memory, -1);
+                        if (b->inst_node[inst] != ORCH_SCHED_NODE_NONE) {
+                                r = orch_sched_account(s, b->inst_node[inst], req->service, req->cpu_millis,
+                                                       req->memory, -1);
+                                if (r < 0)
+                                        return r;
+                        }
+                        r = orch_sched_place(s, req, &res);
                         if (r < 0)
                                 return r;
-                        r = orch_sched_place_batch(s, req, 1, &b->inst_node[inst], &res);
+                        b->inst_node[inst] = res.node;
+                        if (r == 0) {
+                                churn_failed++;
+                                continue;
+                        }
+                        r = orch_sched_account(s, res.node, req->service, req->cpu_millis, req->memory, 1);
                         if (r < 0)
                                 return r;
-                        churn_failed += r == 0;
                 }
                 t0 = now_sec() - t0;
-                printf("         churn on the full cluster: %u release+place in %.2f s, %.2f us each, %zu "
-                       "failed\n",
+                printf("         churn on the full cluster: %u release+place+account in %.2f s, %.2f us "
+                       "each, "
+                       "%zu failed\n",
                        CHURN, t0, t0 * 1e6 / CHURN, churn_failed);
         }
 
@@ -363,18 +376,23 @@ static int parse_arg(int argc, char **argv, int i, uint32_t def, uint32_t *ret)
 int main(int argc, char **argv)
 {
         struct bench b = {0};
-        uint32_t instances;
+        uint32_t instances, fill;
         char cpu_s[32], mem_s[32];
         int r;
 
-        if (argc > 4) {
-                fprintf(stderr, "usage: sched-place [NODES [INSTANCES [SERVICES]]]\n");
+        if (argc > 5) {
+                fprintf(stderr, "usage: sched-place [NODES [INSTANCES [SERVICES [FILL%%]]]]\n");
                 return 2;
         }
         if (parse_arg(argc, argv, 1, 5000, &b.n_nodes) < 0 ||
             parse_arg(argc, argv, 2, 1000000, &instances) < 0 ||
-            parse_arg(argc, argv, 3, 200, &b.n_services) < 0)
+            parse_arg(argc, argv, 3, 200, &b.n_services) < 0 || parse_arg(argc, argv, 4, 90, &fill) < 0)
                 return 2;
+        if (fill > 100) {
+                fprintf(stderr, "sched-place: FILL%% is at most 100\n");
+                return 2;
+        }
+        b.fill = fill / 100.0;
         if (instances < b.n_services * ROUNDS) {
                 fprintf(stderr, "sched-place: at least %u instances for %u services\n",
                         b.n_services * ROUNDS, b.n_services);
@@ -391,7 +409,7 @@ int main(int argc, char **argv)
         (void)orch_format_size(b.node_mem, mem_s, sizeof mem_s);
         printf("sched-place: %zu instances of %u services on %u nodes (large %s CPU %s memory, one in four "
                "half that), %.0f%% full at the end\n",
-               b.n_instances, b.n_services, b.n_nodes, cpu_s, mem_s, FILL_TARGET * 100);
+               b.n_instances, b.n_services, b.n_nodes, cpu_s, mem_s, b.fill * 100);
         r = run(&b, ORCH_STRATEGY_SPREAD);
         if (r >= 0)
                 r = run(&b, ORCH_STRATEGY_BINPACK);

@@ -666,7 +666,8 @@ int orch_sched_node_add(struct orch_sched *s, const struct orch_sched_node_spec 
                 place_at(s, s->pos_node[pos], s->n_nodes);
         s->n_nodes++;
         place_at(s, id, pos);
-        s->epoch++;
+        if (spec->state == ORCH_NODE_READY)
+                s->epoch++;
         *ret_node = id;
         return 0;
 }
@@ -690,6 +691,13 @@ int orch_sched_node_update(struct orch_sched *s, uint32_t node, const struct orc
         if (r < 0)
                 return r;
         n = &s->nodes[node];
+        /* Agents re-register and orchd re-syncs nodes often with nothing changed; the epoch only
+         * moves when the node may take something it could not take before. */
+        if (spec->state == ORCH_NODE_READY &&
+            (n->state != ORCH_NODE_READY || spec->cpu_millis > n->cpu_cap || spec->memory > n->mem_cap ||
+             (spec->drivers & ~n->drivers) || n_labels != n->n_labels ||
+             (n_labels && memcmp(labels, n->labels, n_labels * sizeof *labels) != 0)))
+                s->epoch++;
         labels_release(s, n->labels, n->n_labels);
         n->labels = labels;
         n->n_labels = n_labels;
@@ -698,7 +706,6 @@ int orch_sched_node_update(struct orch_sched *s, uint32_t node, const struct orc
         n->cpu_cap = spec->cpu_millis;
         n->mem_cap = spec->memory;
         tree_update_node(s, node);
-        s->epoch++;
         return 0;
 }
 

@@ -118,9 +118,9 @@ int orch_sched_account(struct orch_sched *s, uint32_t node, const char *service,
 uint32_t orch_sched_service_count(const struct orch_sched *s, const char *service, uint32_t node);
 
 /*
- * Rises whenever a request that did not fit might fit now (an instance released, a node added,
- * updated or made ready), and only then: an instance left pending at epoch E needs no new
- * attempt while the epoch is still E.
+ * Rises whenever a request that did not fit might fit now (an instance released; a ready node
+ * added; a node made ready, or given more capacity, new drivers or other labels), and only then:
+ * an instance left pending at epoch E needs no new attempt while the epoch is still E.
  */
 uint64_t orch_sched_epoch(const struct orch_sched *s);
 

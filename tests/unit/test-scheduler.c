@@ -226,6 +226,64 @@ START_TEST(test_node_states_and_epoch)
 }
 END_TEST
 
+START_TEST(test_epoch_on_update)
+{
+        struct orch_sched *s = new_sched(15, 0);
+        struct orch_sched_label eu1[] = {{"zone", "eu-1"}}, eu2[] = {{"zone", "eu-2"}};
+        struct orch_sched_node_spec spec = {.name = "a",
+                                            .labels = eu1,
+                                            .n_labels = 1,
+                                            .cpu_millis = 1000,
+                                            .memory = GI,
+                                            .drivers = EXEC_ONLY,
+                                            .state = ORCH_NODE_DOWN};
+        uint64_t e;
+        uint32_t a;
+
+        /* A node that joins down cannot take anything yet. */
+        e = orch_sched_epoch(s);
+        ck_assert_int_eq(orch_sched_node_add(s, &spec, &a), 0);
+        ck_assert_uint_eq(orch_sched_epoch(s), e);
+        spec.state = ORCH_NODE_READY;
+        ck_assert_int_eq(orch_sched_node_update(s, a, &spec), 0);
+        ck_assert_uint_gt(orch_sched_epoch(s), e);
+
+        /* The same registration again, less capacity, fewer drivers, draining: no new chance. */
+        e = orch_sched_epoch(s);
+        ck_assert_int_eq(orch_sched_node_update(s, a, &spec), 0);
+        spec.cpu_millis = 500;
+        ck_assert_int_eq(orch_sched_node_update(s, a, &spec), 0);
+        spec.drivers = 0;
+        ck_assert_int_eq(orch_sched_node_update(s, a, &spec), 0);
+        spec.state = ORCH_NODE_DRAINING;
+        spec.cpu_millis = 4000;
+        ck_assert_int_eq(orch_sched_node_update(s, a, &spec), 0);
+        ck_assert_uint_eq(orch_sched_epoch(s), e);
+
+        /* Each of these may make a pending instance fit. */
+        spec.state = ORCH_NODE_READY;
+        ck_assert_int_eq(orch_sched_node_update(s, a, &spec), 0);
+        ck_assert_uint_gt(orch_sched_epoch(s), e);
+        e = orch_sched_epoch(s);
+        spec.memory = 2 * GI;
+        ck_assert_int_eq(orch_sched_node_update(s, a, &spec), 0);
+        ck_assert_uint_gt(orch_sched_epoch(s), e);
+        e = orch_sched_epoch(s);
+        spec.drivers = EXEC_ONLY;
+        ck_assert_int_eq(orch_sched_node_update(s, a, &spec), 0);
+        ck_assert_uint_gt(orch_sched_epoch(s), e);
+        e = orch_sched_epoch(s);
+        spec.labels = eu2;
+        ck_assert_int_eq(orch_sched_node_update(s, a, &spec), 0);
+        ck_assert_uint_gt(orch_sched_epoch(s), e);
+        e = orch_sched_epoch(s);
+        spec.n_labels = 0;
+        ck_assert_int_eq(orch_sched_node_update(s, a, &spec), 0);
+        ck_assert_uint_gt(orch_sched_epoch(s), e);
+        orch_sched_free(s);
+}
+END_TEST
+
 START_TEST(test_driver_and_exclude)
 {
         struct orch_sched *s = new_sched(4, 0);
@@ -861,6 +919,7 @@ static Suite *scheduler_suite(void)
         tcase_add_test(tc, test_cpu_and_memory);
         tcase_add_test(tc, test_constraints);
         tcase_add_test(tc, test_node_states_and_epoch);
+        tcase_add_test(tc, test_epoch_on_update);
         tcase_add_test(tc, test_driver_and_exclude);
         tcase_add_test(tc, test_spread_even);
         tcase_add_test(tc, test_spread_criteria);
