@@ -571,7 +571,8 @@ static int validate(const struct orch_health_params *p, const struct orch_log_ct
 
         if (!h || h->type <= ORCH_HEALTH_NONE || h->type >= _ORCH_HEALTH_TYPE_MAX)
                 return orch_log_errno(ORCH_LOG_ERROR, ctx, -EINVAL,
-                                      "health check: no check type to run (%d)", h ? (int)h->type : -1);
+                                      "health check: type %d is not one of http, tcp, exec",
+                                      h ? (int)h->type : -1);
         if (h->interval_ms == 0 || h->interval_ms > ORCH_DURATION_MAX_MS)
                 return orch_log_errno(ORCH_LOG_ERROR, ctx, -EINVAL,
                                       "health check: bad interval %" PRIu64 "ms", h->interval_ms);
