@@ -1232,14 +1232,14 @@ static enum lex_result lex(struct orch_http_parser *p, const char *data, size_t 
                 if (p->state == L_VALUE && (is_field_vchar(c) || is_ows(c))) {
                         size_t j = i + 1, k;
 
-                        while (j < len && (is_field_vchar((unsigned char)data[j]) || is_ows((unsigned char)data[j])))
+                        /* head_bytes already counts data[i]. The run stops at the cap so that the error
+                         * falls on the first byte beyond it, as it does byte by byte: llhttp then reads the
+                         * same prefix whatever the reads were. */
+                        size_t room = p->limits.max_header_bytes - p->head_bytes;
+
+                        while (j < len && j - i - 1 < room &&
+                               (is_field_vchar((unsigned char)data[j]) || is_ows((unsigned char)data[j])))
                                 j++;
-                        /* head_bytes already counts data[i]. */
-                        if (p->head_bytes + (j - i - 1) > p->limits.max_header_bytes) {
-                                too_large(p);
-                                r = LEX_ERROR;
-                                break;
-                        }
                         p->head_bytes += j - i - 1;
                         if (!arena_put(p, data + i, j - i)) {
                                 r = LEX_ERROR;
@@ -1406,11 +1406,16 @@ int orch_http_parser_execute(struct orch_http_parser *p, const char *data, size_
                 size_t n = len;
                 bool ends;
 
-                if (p->state == L_BODY_IDENTITY)
+                if (p->state == L_BODY_IDENTITY) {
                         n = (size_t)MIN((uint64_t)len, p->content_length - p->body_received);
-                else if (n > p->body_limit || p->body_received > p->body_limit - n) {
-                        fail(p, 413, "body larger than %" PRIu64 " bytes", p->body_limit);
-                        return report_error(p, ret);
+                } else {
+                        /* Up to the cap, then an error at the first byte beyond it, however the bytes
+                         * are split between calls. */
+                        n = (size_t)MIN((uint64_t)len, p->body_limit - MIN(p->body_limit, p->body_received));
+                        if (n == 0 && len > 0) {
+                                fail(p, 413, "body larger than %" PRIu64 " bytes", p->body_limit);
+                                return report_error(p, ret);
+                        }
                 }
                 if (n == 0)
                         return 0;

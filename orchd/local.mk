@@ -19,3 +19,13 @@ orchd_libcore_a_SOURCES = \
 	orchd/state.c orchd/state.h
 orchd_libcore_a_CPPFLAGS = $(ORCH_CPPFLAGS)
 CORE_LIBS = orchd/libcore.a $(SCHED_LIBS) $(STORE_LIBS)
+
+## The HTTP/1.1 server of orchd's API and its router (docs/http.md); orchd and the tests link it.
+noinst_LIBRARIES += orchd/libhttpd.a
+orchd_libhttpd_a_SOURCES = \
+	orchd/httpd.c \
+	orchd/httpd.h \
+	orchd/router.c \
+	orchd/router.h
+orchd_libhttpd_a_CPPFLAGS = $(ORCH_CPPFLAGS)
+HTTPD_LIBS = orchd/libhttpd.a $(LIBUV_LIBS)

@@ -10,6 +10,7 @@ UNIT_TESTS = \
 	tests/unit/test-store \
 	tests/unit/test-hashmap \
 	tests/unit/test-http \
+	tests/unit/test-httpd \
 	tests/unit/test-manifest \
 	tests/unit/test-proto \
 	tests/unit/test-units
@@ -35,6 +36,10 @@ tests_unit_test_hashmap_LDADD = $(UNIT_LDADD)
 tests_unit_test_http_SOURCES = tests/unit/test-http.c tests/unit/testing.h
 tests_unit_test_http_CPPFLAGS = $(UNIT_CPPFLAGS)
 tests_unit_test_http_LDADD = $(UNIT_LDADD)
+
+tests_unit_test_httpd_SOURCES = tests/unit/test-httpd.c tests/unit/testing.h
+tests_unit_test_httpd_CPPFLAGS = $(UNIT_CPPFLAGS) -I$(top_srcdir)/orchd
+tests_unit_test_httpd_LDADD = $(HTTPD_LIBS) $(UNIT_LDADD) -lpthread
 
 tests_unit_test_store_SOURCES = tests/unit/test-store.c tests/unit/testing.h
 tests_unit_test_store_CPPFLAGS = $(UNIT_CPPFLAGS) -I$(top_srcdir)/orchd $(SQLITE_CFLAGS)
@@ -97,3 +102,14 @@ tests_unit_test_logs_LDADD = $(AGENT_LIBS) $(UNIT_LDADD)
 tests_unit_test_ports_SOURCES = tests/unit/test-ports.c tests/unit/testing.h
 tests_unit_test_ports_CPPFLAGS = $(UNIT_CPPFLAGS) $(AGENT_CPPFLAGS)
 tests_unit_test_ports_LDADD = $(AGENT_LIBS) $(UNIT_LDADD)
+
+## HTTP parser fuzzer (lib/http.c: strict lexer + llhttp in lockstep); run with
+## tests/fuzz/fuzz-http -max_total_time=600 CORPUS_DIR $(srcdir)/tests/fuzz/corpus-http
+EXTRA_DIST += tests/fuzz/corpus-http
+if ENABLE_FUZZ
+noinst_PROGRAMS += tests/fuzz/fuzz-http
+tests_fuzz_fuzz_http_SOURCES = tests/fuzz/fuzz-http.c
+tests_fuzz_fuzz_http_CPPFLAGS = $(ORCH_CPPFLAGS)
+tests_fuzz_fuzz_http_LDADD = $(ORCH_LIBS)
+tests_fuzz_fuzz_http_LDFLAGS = $(AM_LDFLAGS) -fsanitize=fuzzer
+endif

@@ -642,6 +642,21 @@ START_TEST(test_limits)
 }
 END_TEST
 
+START_TEST(test_limit_at_exact_byte)
+{
+        /* A value longer than what is left under the cap, with a byte llhttp refuses inside it: the outcome
+         * (llhttp's 400 here, since its byte comes first) must not depend on how the bytes arrive. */
+        static const char in[] = "POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 5ng: oooooooooooooooooooooooooooooo\r\n\r\n";
+        struct run_opts o = {.kind = ORCH_HTTP_REQUEST, .limits = {.max_header_bytes = 50}};
+        size_t one = 1;
+        _cleanup_(freep) char *whole = run_split(in, sizeof in - 1, NULL, 0, &o);
+        _cleanup_(freep) char *bytewise = run_split(in, sizeof in - 1, &one, 1, &o);
+
+        ck_assert_str_eq(whole, bytewise);
+        ck_assert_msg(strstr(whole, "ERROR 400 invalid Content-Length"), "%s", whole);
+}
+END_TEST
+
 START_TEST(test_body_limit_per_request)
 {
         struct run_opts o = {.kind = ORCH_HTTP_REQUEST, .body_limit = 2};
@@ -876,6 +891,7 @@ static Suite *http_suite(void)
         tcase_add_test(tc, test_upgrade);
         tcase_add_test(tc, test_expect);
         tcase_add_test(tc, test_limits);
+        tcase_add_test(tc, test_limit_at_exact_byte);
         tcase_add_test(tc, test_body_limit_per_request);
         tcase_add_test(tc, test_responses);
         tcase_add_test(tc, test_builders);
