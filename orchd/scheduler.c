@@ -324,9 +324,16 @@ struct sched_node {
 struct tree_cell {
         int32_t cpu[MEM_CLASSES];
 };
+_Static_assert(sizeof(struct tree_cell) == 64, "a tree cell is one cache line");
 
 /* A cell's CPU for no fitting node: below any request (requests are unsigned). */
 #define CELL_NONE INT32_MIN
+
+struct resolved_constraint {
+        uint32_t key;   /* ID_NONE: no node has this label */
+        uint32_t value; /* ID_NONE: no node has this value for any label */
+        bool negate;
+};
 
 struct orch_sched {
         struct strtab node_names; /* id = node handle */
@@ -350,8 +357,20 @@ struct orch_sched {
 
         uint64_t rng;
         uint64_t epoch;
+        uint64_t version; /* rises on every change of the view */
         uint32_t exhaustive_max;
         uint32_t sample_min;
+
+        /* The last failure (see place_one()). */
+        struct last_failure {
+                uint64_t version; /* 0: none */
+                int64_t cpu, mem;
+                unsigned driver_bit;
+                uint32_t exclude;
+                size_t n_constraints;
+                struct resolved_constraint *constraints;
+                char reason[ORCH_SCHED_REASON_MAX];
+        } last_failure;
 };
 
 /* splitmix64: tiny, seedable with any value, good enough to pick scan starts. */
@@ -435,9 +454,11 @@ static void tree_set(struct orch_sched *s, uint32_t pos, uint32_t node)
         }
 }
 
+/* Every change of a node's capacity, allocation, state or labels goes through here. */
 static void tree_update_node(struct orch_sched *s, uint32_t node)
 {
         tree_set(s, s->nodes[node].pos, node);
+        s->version++;
 }
 
 static int tree_grow(struct orch_sched *s)
@@ -453,7 +474,7 @@ static int tree_grow(struct orch_sched *s)
         if (!pos_node)
                 return -ENOMEM;
         s->pos_node = pos_node;
-        tree = reallocarray(NULL, 2 * (size_t)leaves, sizeof *tree);
+        tree = aligned_alloc(sizeof *tree, 2 * (size_t)leaves * sizeof *tree);
         leaf_mem = reallocarray(NULL, leaves, sizeof *leaf_mem);
         if (!tree || !leaf_mem) {
                 free(tree);
@@ -612,6 +633,7 @@ struct orch_sched *orch_sched_free(struct orch_sched *s)
         free(s->tree);
         free(s->leaf_mem);
         free(s->pos_node);
+        free(s->last_failure.constraints);
         free(s);
         return NULL;
 }
@@ -755,6 +777,7 @@ int orch_sched_node_remove(struct orch_sched *s, uint32_t node)
                 place_at(s, s->pos_node[last], pos);
         tree_set(s, last, ID_NONE);
         s->n_nodes--;
+        s->version++;
         *n = (struct sched_node){.pos = ID_NONE};
         strtab_unref(&s->node_names, node);
         return 0;
@@ -887,12 +910,6 @@ uint32_t orch_sched_service_count(const struct orch_sched *s, const char *servic
 }
 
 /* ---- placement ---- */
-
-struct resolved_constraint {
-        uint32_t key;   /* ID_NONE: no node has this label */
-        uint32_t value; /* ID_NONE: no node has this value for any label */
-        bool negate;
-};
 
 #define INLINE_CONSTRAINTS 8
 
@@ -1251,11 +1268,62 @@ static int build_reason(const struct orch_sched *s, const struct resolved *rr, c
         return r;
 }
 
+static bool same_failure(const struct last_failure *f, const struct resolved *rr)
+{
+        if (f->cpu != rr->cpu || f->mem != rr->mem || f->driver_bit != rr->driver_bit ||
+            f->exclude != rr->exclude || f->n_constraints != rr->req->n_constraints)
+                return false;
+        for (size_t i = 0; i < f->n_constraints; i++)
+                if (f->constraints[i].key != rr->constraints[i].key ||
+                    f->constraints[i].value != rr->constraints[i].value ||
+                    f->constraints[i].negate != rr->constraints[i].negate)
+                        return false;
+        return true;
+}
+
+static void remember_failure(struct orch_sched *s, const struct resolved *rr, const char *reason)
+{
+        struct last_failure *f = &s->last_failure;
+        struct resolved_constraint *c = NULL;
+
+        if (rr->req->n_constraints) {
+                c = reallocarray(NULL, rr->req->n_constraints, sizeof *c);
+                if (!c)
+                        return; /* only an optimization */
+                memcpy(c, rr->constraints, rr->req->n_constraints * sizeof *c);
+        }
+        free(f->constraints);
+        *f = (struct last_failure){
+                .version = s->version,
+                .cpu = rr->cpu,
+                .mem = rr->mem,
+                .driver_bit = rr->driver_bit,
+                .exclude = rr->exclude,
+                .n_constraints = rr->req->n_constraints,
+                .constraints = c,
+        };
+        orch_strlcpy(f->reason, reason, sizeof f->reason);
+}
+
+/*
+ * A failure costs a visit of every node, twice (the scan and the reason). The reconciler meets
+ * it once per pending instance, typically many of one service in a row with nothing changed in
+ * between; a request that failed fails again, with the same reason, as long as the view has not
+ * changed (feasibility does not depend on the service or on the random start), so the last
+ * failure is remembered with the view's version and answered again in O(constraints).
+ */
 static int place_one(struct orch_sched *s, const struct resolved *rr, struct orch_sched_result *ret)
 {
         uint32_t examined, feasible, node;
         int r;
 
+        if (s->last_failure.version == s->version && s->version != 0 && same_failure(&s->last_failure, rr)) {
+                ret->node = ORCH_SCHED_NODE_NONE;
+                ret->node_name = NULL;
+                ret->examined = ret->feasible = 0;
+                memcpy(ret->reason, s->last_failure.reason, sizeof ret->reason);
+                return 0;
+        }
         node = scan(s, rr, &examined, &feasible);
         ret->examined = examined;
         ret->feasible = feasible;
@@ -1268,7 +1336,10 @@ static int place_one(struct orch_sched *s, const struct resolved *rr, struct orc
         ret->node = ORCH_SCHED_NODE_NONE;
         ret->node_name = NULL;
         r = build_reason(s, rr, ret->reason);
-        return r < 0 ? r : 0;
+        if (r < 0)
+                return r;
+        remember_failure(s, rr, ret->reason);
+        return 0;
 }
 
 int orch_sched_place(struct orch_sched *s, const struct orch_sched_request *req,

@@ -87,8 +87,10 @@ struct orch_sched_request {
 struct orch_sched_result {
         uint32_t node;         /* placed: the node's handle; else ORCH_SCHED_NODE_NONE */
         const char *node_name; /* placed: the node's name, valid until the node is removed; else NULL */
-        uint32_t examined;     /* nodes looked at (for metrics and tests) */
-        uint32_t feasible;     /* feasible nodes among them that were scored */
+        /* Nodes looked at one by one (those with room for the request), for metrics and tests;
+         * 0 when the answer is the last failure again (the same request on an unchanged view). */
+        uint32_t examined;
+        uint32_t feasible;                  /* feasible nodes among them that were scored */
         char reason[ORCH_SCHED_REASON_MAX]; /* not placed: why, for `orch describe` and events */
 };
 

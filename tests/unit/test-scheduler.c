@@ -435,6 +435,50 @@ START_TEST(test_reason_aggregation)
 }
 END_TEST
 
+START_TEST(test_failure_remembered)
+{
+        struct orch_sched *s = new_sched(16, 0);
+        struct orch_constraint zone[] = {{"zone", "eu-1", false}};
+        struct orch_sched_request r = request("web", 2000, GI);
+        struct orch_sched_result res;
+        uint32_t a = add_node(s, "a", 1000, 4 * GI, "zone=eu-1");
+
+        add_node(s, "b", 4000, 4 * GI, "zone=eu-2");
+        r.constraints = zone;
+        r.n_constraints = 1;
+        ck_assert_int_eq(orch_sched_place(s, &r, &res), 0);
+        ck_assert_uint_gt(res.examined, 0);
+        ck_assert_str_eq(
+                res.reason,
+                "no node fits: 1 node lacks 2 of free CPU (the most free: 1), 1 node filtered by zone=eu-1");
+        /* Again, and for another service with the same needs: the same answer, no node visited. */
+        memset(res.reason, 'x', sizeof res.reason);
+        ck_assert_int_eq(orch_sched_place(s, &r, &res), 0);
+        ck_assert_uint_eq(res.examined, 0);
+        ck_assert_str_eq(
+                res.reason,
+                "no node fits: 1 node lacks 2 of free CPU (the most free: 1), 1 node filtered by zone=eu-1");
+        r.service = "api";
+        ck_assert_int_eq(orch_sched_place(s, &r, &res), 0);
+        ck_assert_uint_eq(res.examined, 0);
+        /* Another request is worked out afresh. */
+        r.memory = 2 * GI;
+        ck_assert_int_eq(orch_sched_place(s, &r, &res), 0);
+        ck_assert_uint_gt(res.examined, 0);
+        ck_assert_str_eq(res.reason, "no node fits: 1 node lacks 2 of free CPU (the most free: 1), "
+                                     "1 node filtered by zone=eu-1");
+        /* Any change of the view, even one that cannot help, makes the reason current. */
+        ck_assert_int_eq(orch_sched_account(s, a, "db", 500, 0, 1), 0);
+        ck_assert_int_eq(orch_sched_place(s, &r, &res), 0);
+        ck_assert_str_eq(res.reason, "no node fits: 1 node lacks 2 of free CPU (the most free: 500m), "
+                                     "1 node filtered by zone=eu-1");
+        ck_assert_int_eq(orch_sched_node_set_state(s, a, ORCH_NODE_DRAINING), 0);
+        ck_assert_int_eq(orch_sched_place(s, &r, &res), 0);
+        ck_assert_str_eq(res.reason, "no node fits: 1 node filtered by zone=eu-1, 1 node draining");
+        orch_sched_free(s);
+}
+END_TEST
+
 START_TEST(test_reason_truncated)
 {
         struct orch_sched *s = new_sched(14, 0);
@@ -926,6 +970,7 @@ static Suite *scheduler_suite(void)
         tcase_add_test(tc, test_binpack);
         tcase_add_test(tc, test_reason_aggregation);
         tcase_add_test(tc, test_reason_truncated);
+        tcase_add_test(tc, test_failure_remembered);
         tcase_add_test(tc, test_sample_bound_and_miss);
         tcase_add_test(tc, test_full_nodes_are_skipped);
         tcase_add_test(tc, test_deterministic);
