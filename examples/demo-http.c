@@ -15,7 +15,8 @@
 /* Above this much output queued to a peer we stop reading from it (and parsing its pipelined
  * requests) until it catches up: a client that never reads cannot make us buffer without bound. */
 #define OUT_HIGH_WATER   (256u * 1024)
-#define LINGER_TIMEOUT_MS 5000u /* to flush the last response before closing */
+#define LINGER_TIMEOUT_MS 5000u          /* to flush the last response before closing */
+#define LINGER_MAX_DISCARD (1024u * 1024) /* what a closing connection still reads and drops */
 #define READ_BUF_SIZE    (16u * 1024)
 
 enum conn_state {
@@ -48,7 +49,10 @@ struct conn {
         bool chunked;
         bool processing; /* inside conn_process: answers continue its loop instead of recursing */
         bool reading;
+        bool eof; /* the peer will send nothing more */
         bool lingering;
+        bool shut; /* our side is shut down: everything queued was sent */
+        size_t discarded;
         bool closed;
         demo_http_defer_cb defer_cb;
         demo_http_raw_cb raw_cb;
@@ -108,6 +112,7 @@ const char *demo_http_status_reason(int status)
                 {418, "I'm a teapot"},
                 {422, "Unprocessable Content"},
                 {425, "Too Early"},
+                {426, "Upgrade Required"},
                 {429, "Too Many Requests"},
                 {431, "Request Header Fields Too Large"},
                 {500, "Internal Server Error"},
@@ -237,7 +242,13 @@ static void conn_close(struct conn *c)
 
 static void on_shutdown(uv_shutdown_t *req, int status)
 {
-        conn_close(container_of(req, struct conn, shutdown));
+        struct conn *c = container_of(req, struct conn, shutdown);
+
+        /* Otherwise wait for the peer to close its side (see conn_linger). */
+        if (status < 0 || c->eof)
+                conn_close(c);
+        else
+                c->shut = true;
 }
 
 /* Whatever the timer was waiting for (a request, traffic, the last flush) did not come. */
@@ -246,28 +257,17 @@ static void on_timeout(uv_timer_t *t)
         conn_close(container_of(t, struct conn, timer));
 }
 
-/* Closes once what is queued has been written (uv_close would discard it), or after a timeout. */
-static void conn_linger(struct conn *c)
-{
-        if (c->closed || c->lingering)
-                return;
-        c->lingering = true;
-        c->state = CONN_CLOSING;
-        uv_read_stop((uv_stream_t *)&c->tcp);
-        c->reading = false;
-        uv_timer_stop(&c->later);
-        uv_timer_start(&c->timer, on_timeout, LINGER_TIMEOUT_MS, 0);
-        if (uv_shutdown(&c->shutdown, (uv_stream_t *)&c->tcp, on_shutdown) < 0)
-                conn_close(c);
-}
-
 static void conn_update_reading(struct conn *c)
 {
-        bool want = (c->state == CONN_READING || c->state == CONN_RAW) &&
-                    c->tcp.write_queue_size <= OUT_HIGH_WATER;
+        bool want;
 
         if (c->closed)
                 return;
+        if (c->lingering)
+                want = !c->eof;
+        else
+                want = (c->state == CONN_READING || c->state == CONN_RAW) &&
+                       c->tcp.write_queue_size <= OUT_HIGH_WATER;
         if (want && !c->reading) {
                 if (uv_read_start((uv_stream_t *)&c->tcp, on_alloc, on_read) < 0) {
                         conn_close(c);
@@ -278,6 +278,28 @@ static void conn_update_reading(struct conn *c)
                 uv_read_stop((uv_stream_t *)&c->tcp);
                 c->reading = false;
         }
+}
+
+/*
+ * Closes once what is queued has been written (uv_close would discard it). Closing a socket
+ * with unread input makes the kernel answer with a reset, which can destroy the answer before
+ * the client reads it (a 413 or 431 sent while the client is still sending, say): so shut down
+ * our side, then read and drop what still comes until the peer closes, as HTTP servers do
+ * ("lingering close"), within a time and byte budget.
+ */
+static void conn_linger(struct conn *c)
+{
+        if (c->closed || c->lingering)
+                return;
+        c->lingering = true;
+        c->state = CONN_CLOSING;
+        uv_timer_stop(&c->later);
+        uv_timer_start(&c->timer, on_timeout, LINGER_TIMEOUT_MS, 0);
+        if (uv_shutdown(&c->shutdown, (uv_stream_t *)&c->tcp, on_shutdown) < 0) {
+                conn_close(c);
+                return;
+        }
+        conn_update_reading(c);
 }
 
 static void on_write(uv_write_t *req, int status)
@@ -422,11 +444,26 @@ static void on_read(uv_stream_t *stream, ssize_t n, const uv_buf_t *buf)
 {
         struct conn *c = container_of(stream, struct conn, tcp);
 
-        if (n == 0 || c->state == CONN_CLOSING)
+        if (n == 0 || c->closed)
                 return;
+        if (n == UV_EOF) {
+                /* libuv stops reading by itself at the end of the stream. */
+                c->reading = false;
+                c->eof = true;
+        }
+        if (c->lingering) {
+                /* The end of the input closes only once our answer is out (on_shutdown). */
+                if (c->eof && c->shut)
+                        conn_close(c);
+                else if (n < 0 && !c->eof)
+                        conn_close(c);
+                else if (n > 0 && (c->discarded += (size_t)n) > LINGER_MAX_DISCARD)
+                        conn_close(c);
+                return;
+        }
         if (n < 0) {
                 /* The peer finished sending: answers already queued still go out. */
-                if (n == UV_EOF)
+                if (c->eof)
                         conn_linger(c);
                 else
                         conn_close(c);
@@ -540,6 +577,15 @@ static int on_headers_complete(llhttp_t *p)
         if (!req->path)
                 return reject(c, 503);
 
+        /* RFC 9112 §3.2: an HTTP/1.1 request has exactly one Host. */
+        if (p->http_major == 1 && p->http_minor >= 1) {
+                size_t hosts = 0;
+
+                for (size_t i = 0; i < req->n_headers; i++)
+                        hosts += strcasecmp(req->headers[i].name, "Host") == 0;
+                if (hosts != 1)
+                        return reject(c, 400);
+        }
         if ((p->flags & F_CONTENT_LENGTH) && p->content_length > DEMO_HTTP_MAX_BODY)
                 return reject(c, 413);
         expect = demo_http_request_header(req, "Expect");

@@ -113,3 +113,13 @@ tests_fuzz_fuzz_http_CPPFLAGS = $(ORCH_CPPFLAGS)
 tests_fuzz_fuzz_http_LDADD = $(ORCH_LIBS)
 tests_fuzz_fuzz_http_LDFLAGS = $(AM_LDFLAGS) -fsanitize=fuzzer
 endif
+
+## The test workload that integration tests run as instances (modes: orch-testprog --help).
+check_PROGRAMS += tests/fixtures/orch-testprog
+tests_fixtures_orch_testprog_SOURCES = tests/fixtures/orch-testprog.c
+tests_fixtures_orch_testprog_CPPFLAGS = $(ORCH_CPPFLAGS) $(LIBUV_CFLAGS) -I$(top_srcdir)/examples
+tests_fixtures_orch_testprog_LDADD = $(DEMO_HTTP_LIBS) -lpthread
+
+## Smoke test of orch-demo and orch-testprog's HTTP servers (no orchd or agent involved).
+TESTS += tests/integration/demo-programs.sh
+EXTRA_DIST += tests/integration/demo-programs.sh
