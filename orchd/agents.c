@@ -377,8 +377,7 @@ static void send_due_stops(struct orch_agents *a)
         struct orch_list *p, *t;
         bool any = false;
 
-        orch_list_foreach_safe(p, t, &a->delayed)
-        {
+        orch_list_foreach_safe (p, t, &a->delayed) {
                 struct delayed_stop *d = orch_list_entry(p, struct delayed_stop, link);
                 struct orch_inst *inst;
                 if (!a->closing && d->due_usec > now)
@@ -439,7 +438,7 @@ void orch_agents_flush(void *userdata)
         struct orch_agents *a = userdata;
         struct orch_list *p, *t;
 
-        orch_list_foreach_safe(p, t, &a->conns)
+        orch_list_foreach_safe (p, t, &a->conns)
                 conn_send_batches(orch_list_entry(p, struct orch_agent_conn, link));
 }
 
@@ -809,8 +808,7 @@ static void process_hello(struct orch_agent_conn *c)
         }
         /* 2. wanted here but not reported: start again at a new generation; lost copies that the
          *    node no longer runs are forgotten */
-        orch_list_foreach_safe(p, t, &c->node->instances)
-        {
+        orch_list_foreach_safe (p, t, &c->node->instances) {
                 struct orch_inst *inst = orch_list_entry(p, struct orch_inst, node_link);
                 if (orch_hmap_get(&reported, inst->id))
                         continue;
@@ -1104,8 +1102,7 @@ static void node_lose_instances(struct orch_agents *a, struct orch_node *node, c
         struct orch_list *p;
         size_t n = 0;
 
-        orch_list_foreach(p, &node->instances)
-        {
+        orch_list_foreach (p, &node->instances) {
                 struct orch_inst *inst = orch_list_entry(p, struct orch_inst, node_link);
                 if (!orch_inst_is_live(inst))
                         continue;
@@ -1161,8 +1158,7 @@ static void sweep_cb(uv_timer_t *t)
                         }
                 }
                 /* commands an agent never answered: it is stuck; the hello after reconnecting settles it */
-                orch_list_foreach_safe(p, tmp, &a->conns)
-                {
+                orch_list_foreach_safe (p, tmp, &a->conns) {
                         struct orch_agent_conn *c = orch_list_entry(p, struct orch_agent_conn, link);
                         if (c->state == CONN_AWAIT_HELLO &&
                             now > c->opened_usec + HELLO_TIMEOUT_MSEC * USEC_PER_MSEC) {
@@ -1282,7 +1278,7 @@ void orch_agents_close(struct orch_agents *a)
                 return;
         a->closing = true;
         send_due_stops(a); /* frees them: nothing is sent while closing */
-        orch_list_foreach_safe(p, t, &a->conns)
+        orch_list_foreach_safe (p, t, &a->conns)
                 conn_close(orch_list_entry(p, struct orch_agent_conn, link), NULL);
         free(a->join_token);
         a->join_token = NULL;

@@ -397,8 +397,7 @@ static void handle_rollout(struct orch_httpd_req *req, const struct orch_router_
 
         if (!svc)
                 return;
-        orch_list_foreach(p, &svc->instances)
-        {
+        orch_list_foreach (p, &svc->instances) {
                 struct orch_inst *inst = orch_list_entry(p, struct orch_inst, svc_link);
                 if (!orch_inst_is_live(inst))
                         continue;
@@ -461,8 +460,7 @@ static void handle_instances(struct orch_httpd_req *req, const struct orch_route
                 struct orch_svc *svc = orch_state_service(api->cfg.st, service);
                 struct orch_list *p;
                 if (svc)
-                        orch_list_foreach(p, &svc->instances)
-                        {
+                        orch_list_foreach (p, &svc->instances) {
                                 struct orch_inst *inst = orch_list_entry(p, struct orch_inst, svc_link);
                                 if (!node || !*node || (inst->node && streq(inst->node->name, node)))
                                         json_array_append_new(arr, orch_inst_to_json(inst));
@@ -542,8 +540,7 @@ static void set_cordon(struct orch_api *api, struct orch_httpd_req *req,
                 orch_state_event(api->cfg.st, cordon ? ORCH_EVENT_NODE_DRAINING : ORCH_EVENT_NODE_READY,
                                  json_pack("{s:s}", "node", node->name), "node %s %s", node->name,
                                  cordon ? "is draining" : "is schedulable again");
-                orch_list_foreach(p, &node->instances)
-                {
+                orch_list_foreach (p, &node->instances) {
                         struct orch_inst *inst = orch_list_entry(p, struct orch_inst, node_link);
                         orch_state_mark_dirty(api->cfg.st, inst->svc);
                 }
@@ -661,8 +658,7 @@ void orch_api_publish_event(struct orch_api *api, uint64_t index, json_t *event)
         line = orch_json_dumps_compact(event);
         if (!line)
                 return;
-        orch_list_foreach_safe(p, t, &api->followers)
-        {
+        orch_list_foreach_safe (p, t, &api->followers) {
                 struct follower *f = orch_list_entry(p, struct follower, link);
                 orch_httpd_stream_write(f->req, line, strlen(line));
                 orch_httpd_stream_write(f->req, "\n", 1);
@@ -723,8 +719,7 @@ static void handle_logs(struct orch_httpd_req *req, const struct orch_router_par
                 struct orch_svc *svc = orch_state_service(api->cfg.st, id);
                 struct orch_list *p;
                 if (svc)
-                        orch_list_foreach(p, &svc->instances)
-                        {
+                        orch_list_foreach (p, &svc->instances) {
                                 struct orch_inst *i = orch_list_entry(p, struct orch_inst, svc_link);
                                 if (i->node && orch_inst_is_live(i)) {
                                         inst = i;

@@ -96,8 +96,7 @@ static int place_pending(struct orch_reconciler *rc, struct orch_svc *svc)
 
         if (svc->n_pending == 0)
                 return 0;
-        orch_list_foreach(p, &svc->instances)
-        {
+        orch_list_foreach (p, &svc->instances) {
                 struct orch_inst *inst = orch_list_entry(p, struct orch_inst, svc_link);
                 struct orch_sched_request req;
                 struct orch_sched_result res;
@@ -374,16 +373,14 @@ static int reconcile_service(struct orch_reconciler *rc, struct orch_svc *svc)
         int r;
 
         /* records of instances that were stopped and are gone everywhere */
-        orch_list_foreach_safe(p, t, &svc->instances)
-        {
+        orch_list_foreach_safe (p, t, &svc->instances) {
                 struct orch_inst *inst = orch_list_entry(p, struct orch_inst, svc_link);
                 if (!inst->desired_run && !inst->node)
                         orch_state_remove_instance(st, inst);
         }
 
         if (svc->deleting) {
-                orch_list_foreach_safe(p, t, &svc->instances)
-                {
+                orch_list_foreach_safe (p, t, &svc->instances) {
                         struct orch_inst *inst = orch_list_entry(p, struct orch_inst, svc_link);
                         r = stop_instance(rc, inst, "service deleted");
                         if (r < 0)
@@ -402,12 +399,12 @@ static int reconcile_service(struct orch_reconciler *rc, struct orch_svc *svc)
                 return 0;
         }
 
-        orch_list_foreach(p, &svc->instances) n_all++;
+        orch_list_foreach (p, &svc->instances)
+                n_all++;
         live = calloc(n_all + 1, sizeof *live);
         if (!live)
                 return -ENOMEM;
-        orch_list_foreach(p, &svc->instances)
-        {
+        orch_list_foreach (p, &svc->instances) {
                 struct orch_inst *inst = orch_list_entry(p, struct orch_inst, svc_link);
                 /* terminal instances ended by their restart policy count towards replicas */
                 if (orch_inst_is_live(inst) ||

@@ -119,8 +119,7 @@ static json_t *endpoints_json(struct orch_registry *reg, const char *service, ui
         struct orch_list *p;
 
         if (svc && eps)
-                orch_list_foreach(p, &svc->instances)
-                {
+                orch_list_foreach (p, &svc->instances) {
                         struct orch_inst *inst = orch_list_entry(p, struct orch_inst, svc_link);
                         json_t *ports;
                         if (!orch_registry_is_endpoint(inst))
@@ -244,7 +243,7 @@ static void notify(struct orch_registry *reg, const char *service, bool changed)
                 return;
         if (changed) {
                 rs->index = ++reg->index;
-                orch_list_foreach_safe(p, t, &rs->waiters)
+                orch_list_foreach_safe (p, t, &rs->waiters)
                         waiter_answer(orch_list_entry(p, struct waiter, link));
         }
         for (size_t i = 0; i < reg->n_subs; i++)
@@ -322,8 +321,7 @@ void orch_registry_on_event(struct orch_registry *reg, const json_t *event)
                 struct orch_list *p;
                 if (!n)
                         return;
-                orch_list_foreach(p, &n->instances)
-                {
+                orch_list_foreach (p, &n->instances) {
                         struct orch_inst *inst = orch_list_entry(p, struct orch_inst, node_link);
                         if (examine(reg, inst->id))
                                 notify(reg, inst->svc->name, true);
@@ -362,12 +360,12 @@ void orch_registry_foreach_routed(struct orch_registry *reg, orch_registry_visit
 
                 if (!svc->spec->route.enabled || svc->deleting)
                         continue;
-                orch_list_foreach(p, &svc->instances) cap++;
+                orch_list_foreach (p, &svc->instances)
+                        cap++;
                 eps = calloc(cap + 1, sizeof *eps);
                 if (!eps)
                         continue;
-                orch_list_foreach(p, &svc->instances)
-                {
+                orch_list_foreach (p, &svc->instances) {
                         struct orch_inst *inst = orch_list_entry(p, struct orch_inst, svc_link);
                         if (!orch_registry_is_endpoint(inst))
                                 continue;
@@ -420,7 +418,7 @@ void orch_registry_free(struct orch_registry *reg)
         for (n = orch_hmap_first(&reg->services, &it); n; n = orch_hmap_next(&reg->services, &it)) {
                 struct reg_service *rs = container_of(n, struct reg_service, hnode);
                 struct orch_list *p, *t;
-                orch_list_foreach_safe(p, t, &rs->waiters)
+                orch_list_foreach_safe (p, t, &rs->waiters)
                         waiter_finish(orch_list_entry(p, struct waiter, link));
                 free(rs->name);
                 free(rs);

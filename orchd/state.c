@@ -140,8 +140,7 @@ struct orch_state *orch_state_free(struct orch_state *st)
         {
                 /* removed instances whose delete was never flushed */
                 struct orch_list *p, *t;
-                orch_list_foreach_safe(p, t, &st->store_instances)
-                {
+                orch_list_foreach_safe (p, t, &st->store_instances) {
                         struct orch_inst *inst = orch_list_entry(p, struct orch_inst, store_link);
                         if (inst->store_delete)
                                 inst_free(inst);
@@ -202,8 +201,7 @@ size_t orch_svc_ready_count(const struct orch_svc *svc)
         const struct orch_list *p;
         size_t n = 0;
 
-        orch_list_foreach(p, &svc->instances)
-        {
+        orch_list_foreach (p, &svc->instances) {
                 const struct orch_inst *inst = orch_list_entry(p, struct orch_inst, svc_link);
                 if (orch_inst_is_available(inst))
                         n++;
@@ -361,8 +359,7 @@ json_t *orch_svc_to_json(const struct orch_svc *svc, bool with_spec)
                 json_decref(counts);
                 return NULL;
         }
-        orch_list_foreach(p, &svc->instances)
-        {
+        orch_list_foreach (p, &svc->instances) {
                 const struct orch_inst *inst = orch_list_entry(p, struct orch_inst, svc_link);
                 by_state[inst->state]++;
         }
@@ -529,8 +526,7 @@ int orch_state_flush(struct orch_state *st)
         r = orch_store_begin(st->store, &tx);
         if (r < 0)
                 return r;
-        orch_list_foreach(p, &st->store_services)
-        {
+        orch_list_foreach (p, &st->store_services) {
                 struct orch_svc *svc = orch_list_entry(p, struct orch_svc, store_link);
                 _cleanup_json_ json_t *rec = svc_record(svc);
 
@@ -552,8 +548,7 @@ int orch_state_flush(struct orch_state *st)
                                 return r;
                 }
         }
-        orch_list_foreach(p, &st->store_instances)
-        {
+        orch_list_foreach (p, &st->store_instances) {
                 struct orch_inst *inst = orch_list_entry(p, struct orch_inst, store_link);
 
                 if (inst->store_delete) {
@@ -569,8 +564,7 @@ int orch_state_flush(struct orch_state *st)
                                 return r;
                 }
         }
-        orch_list_foreach(p, &st->store_nodes)
-        {
+        orch_list_foreach (p, &st->store_nodes) {
                 struct orch_node *node = orch_list_entry(p, struct orch_node, store_link);
                 _cleanup_json_ json_t *rec = node_record(node);
 
@@ -605,10 +599,11 @@ int orch_state_flush(struct orch_state *st)
         if (r < 0)
                 return r;
 
-        orch_list_foreach_safe(p, t, &st->store_services) orch_list_remove(p);
-        orch_list_foreach_safe(p, t, &st->store_nodes) orch_list_remove(p);
-        orch_list_foreach_safe(p, t, &st->store_instances)
-        {
+        orch_list_foreach_safe (p, t, &st->store_services)
+                orch_list_remove(p);
+        orch_list_foreach_safe (p, t, &st->store_nodes)
+                orch_list_remove(p);
+        orch_list_foreach_safe (p, t, &st->store_instances) {
                 struct orch_inst *inst = orch_list_entry(p, struct orch_inst, store_link);
                 orch_list_remove(p);
                 if (inst->store_delete)
