@@ -17,6 +17,8 @@
 #define RECONNECT_MAX_MS 2000
 #define USAGE_PERIOD_MS  10000
 #define TAIL_MAX_BYTES   (4u * 1024 * 1024)
+/* Log followers pause while this much is queued for orchd, and resume once it drained. */
+#define LOG_HIGH_WATER (1u * 1024 * 1024)
 /* Until the welcome says otherwise. */
 #define DEFAULT_HEARTBEAT_MS 1000
 #define DEFAULT_TTL_MS       3000
@@ -49,6 +51,7 @@ struct log_stream {
         uint64_t id;
         uint64_t session;
         struct orch_log_follower *follower;
+        bool paused;
         struct log_stream *next;
 };
 
@@ -103,6 +106,13 @@ static void write_cb(uv_write_t *req, int status)
                         conn_drop(c, uv_strerror(status));
                 return;
         }
+        /* drained: followers that waited for room go on */
+        if (c->out.len < LOG_HIGH_WATER)
+                for (struct log_stream *s = c->streams; s; s = s->next)
+                        if (s->paused) {
+                                s->paused = false;
+                                orch_logs_follower_resume(s->follower);
+                        }
         flush_out(c);
 }
 
@@ -404,9 +414,14 @@ static void follow_cb(struct orch_log_follower *f, const char *data, size_t len,
 
         if (c->session != s->session)
                 return;
-        if (data && len)
+        if (data && len) {
                 send_log(c, s->id, data, len);
-        else
+                /* a chatty instance must not queue its whole log for a slow orchd */
+                if (c->out.len + c->inflight.len > LOG_HIGH_WATER && !s->paused) {
+                        s->paused = true;
+                        orch_logs_follower_pause(f);
+                }
+        } else
                 stream_end(c, s->id, r >= 0, r < 0 ? strerror(-r) : NULL);
 }
 
