@@ -12,7 +12,8 @@
  *                                           a job every interval, one line per job on stdout
  *
  * It reads what orch gives every instance from the environment: PORT (the default for --port),
- * ORCH_SERVICE, ORCH_INSTANCE and ORCH_NODE. With several replicas each API instance keeps its own
+ * ORCH_SERVICE, ORCH_INSTANCE and ORCH_NODE; and DEMO_API_URL, the default for --api (not an
+ * ORCH_ name: those are reserved for orch, a manifest's env cannot set them). With several replicas each API instance keeps its own
  * list (nothing is shared), so the page and the worker show which replica answered each request.
  *
  * Requests (except /healthz, which the agent polls) and jobs are logged to stdout, the rest to
@@ -431,7 +432,7 @@ static void respond_page(struct demo_http_request *req, int r, int status, const
         if (demo.api_url)
                 render_api(&b, r, status, body, len);
         else
-                orch_buf_puts(&b, "<p class=\"meta\">No API configured (--api URL or ORCH_DEMO_API_URL).</p>\n");
+                orch_buf_puts(&b, "<p class=\"meta\">No API configured (--api URL or DEMO_API_URL).</p>\n");
         orch_buf_puts(&b, "<p class=\"meta\">Reload: the gateway spreads requests over the healthy "
                           "instances.</p>\n</body></html>\n");
         if (b.oom)
@@ -600,7 +601,7 @@ static void usage(FILE *f)
               "  --port N        port to listen on (default: $PORT); also env:NAME\n"
               "  --bind ADDR     address to listen on (default 0.0.0.0)\n"
               "  --api URL       the API's base URL, e.g. http://127.0.0.1:8080/api\n"
-              "                  (default: $ORCH_DEMO_API_URL)\n"
+              "                  (default: $DEMO_API_URL)\n"
               "  --interval D    worker period: 500ms, 5s, 1m ... (default 5s)\n"
               "  --jobs N        worker: exit after N jobs (default: until stopped)\n",
               f);
@@ -728,7 +729,7 @@ int main(int argc, char **argv)
                         usage_error("invalid port '%s': %s", port_arg ? port_arg : getenv("PORT"), strerror(-r));
         }
         if (demo.role != ROLE_API) {
-                api = api ? api : getenv("ORCH_DEMO_API_URL");
+                api = api ? api : getenv("DEMO_API_URL");
                 if (api && *api)
                         set_api_url(api);
         }

@@ -3,3 +3,5 @@
 ## Each example manifest is listed here; tests/integration/validate.sh and schema.sh check them.
 manifestsdir = $(pkgdatadir)/manifests
 dist_manifests_DATA = manifests/schema.json
+## The demo (examples/orch-demo): a web frontend, an API and two workers.
+dist_manifests_DATA += manifests/web.yaml manifests/api.yaml manifests/worker.yaml

@@ -107,7 +107,7 @@ expect 405 '^Allow: GET, HEAD, POST' -X PUT "$a/items"
 expect 404 '' "$a/nope"
 
 # ---- orch-demo web, fetching from the API
-WEB_PORT=0 ORCH_INSTANCE=web-test-1 ORCH_NODE=node-a ORCH_DEMO_API_URL=$a/ start web "$demo" web \
+WEB_PORT=0 ORCH_INSTANCE=web-test-1 ORCH_NODE=node-a DEMO_API_URL=$a/ start web "$demo" web \
 	--port env:WEB_PORT --bind 127.0.0.1
 w=http://127.0.0.1:$web_port
 expect 200 '^ok' "$w/healthz"
