@@ -14,10 +14,10 @@
 
 /* Above this much output queued to a peer we stop reading from it (and parsing its pipelined
  * requests) until it catches up: a client that never reads cannot make us buffer without bound. */
-#define OUT_HIGH_WATER   (256u * 1024)
-#define LINGER_TIMEOUT_MS 5000u          /* to flush the last response before closing */
+#define OUT_HIGH_WATER     (256u * 1024)
+#define LINGER_TIMEOUT_MS  5000u          /* to flush the last response before closing */
 #define LINGER_MAX_DISCARD (1024u * 1024) /* what a closing connection still reads and drops */
-#define READ_BUF_SIZE    (16u * 1024)
+#define READ_BUF_SIZE      (16u * 1024)
 
 enum conn_state {
         CONN_READING,  /* waiting for (the rest of) a request */
@@ -742,8 +742,7 @@ int demo_http_upgrade(struct demo_http_request *req, demo_http_raw_cb cb)
                 return r;
         c->state = CONN_RAW;
         c->raw_cb = cb;
-        uv_timer_start(&c->timer, on_timeout, DEMO_HTTP_RAW_IDLE_TIMEOUT_MS,
-                       DEMO_HTTP_RAW_IDLE_TIMEOUT_MS);
+        uv_timer_start(&c->timer, on_timeout, DEMO_HTTP_RAW_IDLE_TIMEOUT_MS, DEMO_HTTP_RAW_IDLE_TIMEOUT_MS);
         /* Bytes the client sent right after its request belong to the new protocol. */
         if (c->in.len > 0)
                 uv_timer_start(&c->later, on_later, 0, 0);
@@ -1245,8 +1244,9 @@ int demo_parse_port(const char *s, uint16_t *ret)
                         var = s + 1;
         }
         if (var) {
-                if (!*var || strspn(var, "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789_") !=
-                                     strlen(var))
+                if (!*var ||
+                    strspn(var, "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789_") !=
+                            strlen(var))
                         return -EINVAL;
                 s = getenv(var);
                 if (!s)

@@ -25,13 +25,13 @@
 
 #include "util.h"
 
-#define DEMO_HTTP_MAX_TARGET   8192u                /* request target; longer: 414 */
-#define DEMO_HTTP_MAX_HEAD     (32u * 1024)         /* request line and headers; more: 431 */
-#define DEMO_HTTP_MAX_HEADERS  100u                 /* header lines; more: 431 */
-#define DEMO_HTTP_MAX_BODY     (1024u * 1024)       /* request and client response bodies; more: 413 */
-#define DEMO_HTTP_MAX_CONNS    1024u                /* per server; more are closed at once */
-#define DEMO_HTTP_REQUEST_TIMEOUT_MS (30u * 1000)   /* to deliver a whole request, idle time included */
-#define DEMO_HTTP_RAW_IDLE_TIMEOUT_MS (300u * 1000) /* an upgraded connection with no traffic */
+#define DEMO_HTTP_MAX_TARGET          8192u          /* request target; longer: 414 */
+#define DEMO_HTTP_MAX_HEAD            (32u * 1024)   /* request line and headers; more: 431 */
+#define DEMO_HTTP_MAX_HEADERS         100u           /* header lines; more: 431 */
+#define DEMO_HTTP_MAX_BODY            (1024u * 1024) /* request and client response bodies; more: 413 */
+#define DEMO_HTTP_MAX_CONNS           1024u          /* per server; more are closed at once */
+#define DEMO_HTTP_REQUEST_TIMEOUT_MS  (30u * 1000)   /* to deliver a whole request, idle time included */
+#define DEMO_HTTP_RAW_IDLE_TIMEOUT_MS (300u * 1000)  /* an upgraded connection with no traffic */
 
 struct demo_http_header {
         char *name;

@@ -13,8 +13,10 @@
  *
  * It reads what orch gives every instance from the environment: PORT (the default for --port),
  * ORCH_SERVICE, ORCH_INSTANCE and ORCH_NODE; and DEMO_API_URL, the default for --api (not an
- * ORCH_ name: those are reserved for orch, a manifest's env cannot set them). With several replicas each API instance keeps its own
- * list (nothing is shared), so the page and the worker show which replica answered each request.
+ * ORCH_ name: those are reserved for orch, a manifest's env cannot set them).
+ *
+ * With several replicas each API instance keeps its own list (nothing is shared), so the page and
+ * the worker show which replica answered each request.
  *
  * Requests (except /healthz, which the agent polls) and jobs are logged to stdout, the rest to
  * stderr. SIGTERM and SIGINT stop it cleanly with exit status 0; bad flags exit with status 2.
@@ -34,10 +36,10 @@
 #include "util.h"
 #include "banned.h"
 
-#define MAX_ITEMS         100 /* the API's list is bounded like every other input */
-#define MAX_ITEM_NAME     100 /* bytes */
-#define API_TIMEOUT_MS    3000
-#define EXIT_USAGE        2
+#define MAX_ITEMS      100 /* the API's list is bounded like every other input */
+#define MAX_ITEM_NAME  100 /* bytes */
+#define API_TIMEOUT_MS 3000
+#define EXIT_USAGE     2
 
 enum role {
         ROLE_WEB,
@@ -115,7 +117,8 @@ static void on_signal(uv_signal_t *s, int signum)
 
 /* ---- shared answers ---- */
 
-static void respond_json_with(struct demo_http_request *req, int status, const char *extra_headers, json_t *j)
+static void respond_json_with(struct demo_http_request *req, int status, const char *extra_headers,
+                              json_t *j)
 {
         _cleanup_(freep) char *text = j ? orch_json_dumps_compact(j) : NULL;
         struct orch_buf b = {0};
@@ -173,7 +176,8 @@ static json_t *item_to_json(const struct item *it)
 
         if (orch_format_time(it->created_ms, created, sizeof(created)) < 0)
                 created[0] = '\0';
-        return json_pack("{s:I, s:s, s:s}", "id", (json_int_t)it->id, "name", it->name, "created_at", created);
+        return json_pack("{s:I, s:s, s:s}", "id", (json_int_t)it->id, "name", it->name, "created_at",
+                         created);
 }
 
 static int item_add(const char *name, struct item **ret)
@@ -233,7 +237,7 @@ static int parse_new_item(const struct demo_http_request *req, const char **ret_
                 *ret_error = "the body must be a JSON object such as {\"name\": \"tea\"}";
                 return -EINVAL;
         }
-        json_object_foreach(j, key, value) {
+        json_object_foreach (j, key, value) {
                 if (!streq(key, "name")) {
                         json_decref(j);
                         *ret_error = "unknown key: only \"name\" is allowed";
@@ -330,9 +334,9 @@ static void api_handle(struct demo_http_request *req, void *userdata)
                         return;
                 }
                 j = json_pack("{s:s, s:s, s:s, s:s, s:i, s:I, s:I, s:I}", "role", "api", "service",
-                              demo.service, "instance", demo.instance, "node", demo.node, "pid", (int)getpid(),
-                              "uptime_ms", (json_int_t)(orch_now_msec() - demo.started_ms), "requests",
-                              (json_int_t)demo.requests, "items", (json_int_t)demo.n_items);
+                              demo.service, "instance", demo.instance, "node", demo.node, "pid",
+                              (int)getpid(), "uptime_ms", (json_int_t)(orch_now_msec() - demo.started_ms),
+                              "requests", (json_int_t)demo.requests, "items", (json_int_t)demo.n_items);
                 respond_json(req, 200, j);
                 log_request(req, 200);
         } else if (streq(req->path, "/items")) {
@@ -392,14 +396,15 @@ static void render_api(struct orch_buf *b, int r, int status, const char *body, 
                 j = json_loadb(body, len, 0, NULL);
         if (!j || orch_json_get_string(j, "instance", &api_instance) < 0 ||
             orch_json_get_array(j, "items", &items) < 0) {
-                orch_buf_printf(b, "<p class=\"error\">The API answered %d %s with an unexpected body.</p>\n",
+                orch_buf_printf(b,
+                                "<p class=\"error\">The API answered %d %s with an unexpected body.</p>\n",
                                 status, demo_http_status_reason(status));
                 return;
         }
         orch_buf_puts(b, "<p>Served by API instance <b>");
         html_escape(b, api_instance);
         orch_buf_puts(b, "</b>.</p>\n<ul>\n");
-        json_array_foreach(items, i, it) {
+        json_array_foreach (items, i, it) {
                 const char *name;
 
                 if (orch_json_get_string(it, "name", &name) < 0)
@@ -569,8 +574,8 @@ static void on_tick(uv_timer_t *t)
 
                 for (uint64_t i = from; i < from + 20000; i++)
                         n += is_prime(i);
-                out("job=%" PRIu64 " primes=%" PRIu64 " range=%" PRIu64 "-%" PRIu64 " ms=%" PRIu64, demo.jobs,
-                    n, from, from + 19999, orch_now_msec() - demo.job_started_ms);
+                out("job=%" PRIu64 " primes=%" PRIu64 " range=%" PRIu64 "-%" PRIu64 " ms=%" PRIu64,
+                    demo.jobs, n, from, from + 19999, orch_now_msec() - demo.job_started_ms);
                 job_done();
                 return;
         }
@@ -646,10 +651,10 @@ static const char *env_or(const char *name, const char *fallback)
 int main(int argc, char **argv)
 {
         static const struct option options[] = {
-                {"port", required_argument, NULL, 'p'},  {"bind", required_argument, NULL, 'b'},
-                {"api", required_argument, NULL, 'a'},   {"interval", required_argument, NULL, 'i'},
-                {"jobs", required_argument, NULL, 'j'},  {"help", no_argument, NULL, 'h'},
-                {"version", no_argument, NULL, 'V'},     {},
+                {"port", required_argument, NULL, 'p'}, {"bind", required_argument, NULL, 'b'},
+                {"api", required_argument, NULL, 'a'},  {"interval", required_argument, NULL, 'i'},
+                {"jobs", required_argument, NULL, 'j'}, {"help", no_argument, NULL, 'h'},
+                {"version", no_argument, NULL, 'V'},    {},
         };
         const char *role, *port_arg = NULL, *bind = NULL, *api = NULL, *interval = NULL, *jobs = NULL;
         uint16_t port = 0;
@@ -718,7 +723,11 @@ int main(int argc, char **argv)
 
         if (demo.role == ROLE_WORKER ? (port_arg || bind) : (interval || jobs))
                 usage_error("%s does not apply to role %s",
-                            port_arg ? "--port" : bind ? "--bind" : interval ? "--interval" : "--jobs", role);
+                            port_arg   ? "--port"
+                            : bind     ? "--bind"
+                            : interval ? "--interval"
+                                       : "--jobs",
+                            role);
         if (demo.role == ROLE_API && api)
                 usage_error("--api does not apply to role api");
         if (demo.role != ROLE_WORKER) {
@@ -726,7 +735,8 @@ int main(int argc, char **argv)
                         usage_error("missing --port (and no PORT in the environment)");
                 r = demo_parse_port(port_arg ? port_arg : "env:PORT", &port);
                 if (r < 0)
-                        usage_error("invalid port '%s': %s", port_arg ? port_arg : getenv("PORT"), strerror(-r));
+                        usage_error("invalid port '%s': %s", port_arg ? port_arg : getenv("PORT"),
+                                    strerror(-r));
         }
         if (demo.role != ROLE_API) {
                 api = api ? api : getenv("DEMO_API_URL");
@@ -784,7 +794,8 @@ int main(int argc, char **argv)
                 }
                 r = demo_http_server_start(demo.loop, &config, &demo.server);
                 if (r < 0) {
-                        log_error("cannot listen on %s:%u: %s", bind ? bind : "0.0.0.0", port, uv_strerror(r));
+                        log_error("cannot listen on %s:%u: %s", bind ? bind : "0.0.0.0", port,
+                                  uv_strerror(r));
                         return EXIT_FAILURE;
                 }
                 (void)orch_snprintf(port_text, sizeof(port_text), "%d", demo_http_server_port(demo.server));
