@@ -6,6 +6,7 @@ lib_liborch_a_SOURCES = \
 	lib/diag.c lib/diag.h \
 	lib/hashmap.c lib/hashmap.h \
 	lib/http.c lib/http.h \
+	lib/httpclient.c lib/httpclient.h \
 	lib/json.c lib/json.h \
 	lib/list.h \
 	lib/log.c lib/log.h \

@@ -121,8 +121,12 @@ char *orch_buf_steal(struct orch_buf *b)
                 orch_buf_release(b);
                 return NULL;
         }
-        if (!b->data && orch_buf_reserve(b, 0) < 0)
-                return NULL;
+        /* A buffer never written to has no storage yet: steal an empty string, terminated like any other. */
+        if (!b->data) {
+                if (orch_buf_reserve(b, 0) < 0)
+                        return NULL;
+                b->data[0] = '\0';
+        }
         d = b->data;
         *b = (struct orch_buf){0};
         return d;

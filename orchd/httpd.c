@@ -449,7 +449,8 @@ static void conn_dispatch(struct conn *c, bool upgrade)
                 return;
         }
         /* Any other upgrade is ignored (RFC 9110 §7.8): the answer is plain HTTP, and so is what follows. */
-        if (orch_buf_reserve(&req->body, 0) < 0) {
+        /* Handlers get a string even for an empty body. */
+        if (orch_buf_put(&req->body, "", 0) < 0) {
                 conn_send_error(c, 503, "out of memory");
                 return;
         }

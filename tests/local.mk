@@ -11,6 +11,7 @@ UNIT_TESTS = \
 	tests/unit/test-hashmap \
 	tests/unit/test-http \
 	tests/unit/test-httpd \
+	tests/unit/test-httpclient \
 	tests/unit/test-manifest \
 	tests/unit/test-proto \
 	tests/unit/test-units
@@ -40,6 +41,10 @@ tests_unit_test_http_LDADD = $(UNIT_LDADD)
 tests_unit_test_httpd_SOURCES = tests/unit/test-httpd.c tests/unit/testing.h
 tests_unit_test_httpd_CPPFLAGS = $(UNIT_CPPFLAGS) -I$(top_srcdir)/orchd
 tests_unit_test_httpd_LDADD = $(HTTPD_LIBS) $(UNIT_LDADD) -lpthread
+
+tests_unit_test_httpclient_SOURCES = tests/unit/test-httpclient.c tests/unit/testing.h
+tests_unit_test_httpclient_CPPFLAGS = $(UNIT_CPPFLAGS) -I$(top_srcdir)/orchd
+tests_unit_test_httpclient_LDADD = $(HTTPD_LIBS) $(UNIT_LDADD) -lpthread
 
 tests_unit_test_store_SOURCES = tests/unit/test-store.c tests/unit/testing.h
 tests_unit_test_store_CPPFLAGS = $(UNIT_CPPFLAGS) -I$(top_srcdir)/orchd $(SQLITE_CFLAGS)

@@ -72,6 +72,11 @@ static void h_echo(struct orch_httpd_req *req, const struct orch_router_params *
         size_t len;
         const char *body = orch_httpd_req_body(req, &len);
 
+        /* The body is a string, also when it is empty. */
+        if (!body || body[len] != '\0') {
+                orch_httpd_respond_error(req, 500, "body not NUL-terminated");
+                return;
+        }
         orch_httpd_respond(req, 200, "application/octet-stream", body, len);
 }
 
@@ -377,6 +382,8 @@ static void client_keep_alive(struct fixture *f)
         client_read(f, fd, 1, false);
         SEND(fd, "POST /echo HTTP/1.1\r\nHost: t\r\nContent-Length: 4\r\n\r\nping");
         client_read(f, fd, 1, false);
+        SEND(fd, "POST /echo HTTP/1.1\r\nHost: t\r\nContent-Length: 0\r\n\r\n");
+        client_read(f, fd, 1, false);
         SEND(fd, "GET /hello HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n");
         client_read(f, fd, 1, false);
         client_expect_eof(f, fd);
@@ -389,8 +396,8 @@ START_TEST(test_keep_alive)
         struct orch_httpd_config cfg = {0};
 
         run_fixture(&f, &cfg, client_keep_alive);
-        ck_assert_str_eq(f.log.data, "200 hello\n\n200 ping\n200 [close] hello\n\nEOF\n");
-        ck_assert_int_eq(atomic_load(&f.handled), 3);
+        ck_assert_str_eq(f.log.data, "200 hello\n\n200 ping\n200 \n200 [close] hello\n\nEOF\n");
+        ck_assert_int_eq(atomic_load(&f.handled), 4);
         orch_buf_release(&f.log);
 }
 END_TEST
