@@ -35,6 +35,8 @@
 #define CPU_PERIOD_USEC          100000U
 #define CPU_MIN_QUOTA_USEC       1000U
 #define REMOVE_KILL_TIMEOUT_USEC (1 * USEC_PER_SEC)
+/* On v2 with delegation, the agent's own processes live in <delegated>/agent. */
+#define AGENT_LEAF "agent"
 
 static const char *const mode_names[_ORCH_CGROUP_MODE_MAX] = {
         [ORCH_CGROUP_V1] = "v1",
@@ -347,7 +349,7 @@ static int enable_controllers(const char *dir, unsigned mask, char *reason, size
  */
 static int move_to_leaf(const char *own_dir, char *reason, size_t reason_size)
 {
-        _cleanup_(freep) char *leaf = orch_strdup_printf("%s/agent", own_dir);
+        _cleanup_(freep) char *leaf = orch_strdup_printf("%s/" AGENT_LEAF, own_dir);
         _cleanup_(freep) char *procs = NULL;
         int r;
 
@@ -407,16 +409,26 @@ static int setup_v2(struct orch_cgroup_root *root, const char *mount, bool contr
                 r = own_v2_cgroup(&own);
                 if (r < 0)
                         return fail(r, reason, reason_size, "reading /proc/self/cgroup: %s", strerror(-r));
-                if (!streq(own, "/")) {
+                for (int up = 0; up < 2 && !base && !streq(own, "/") && *own; up++) {
                         _cleanup_(freep) char *own_dir = orch_strdup_printf("%s%s", mount, own);
                         if (!own_dir)
                                 return -ENOMEM;
                         if (is_delegated(own_dir))
                                 base = TAKE_PTR(own);
+                        /* Once in its leaf (an earlier root of this process), the delegated cgroup is the
+                         * leaf's parent. */
+                        else if (orch_endswith(own, "/" AGENT_LEAF))
+                                own[strlen(own) - strlen("/" AGENT_LEAF)] = '\0';
+                        else
+                                break;
                 }
         }
         if (!base && !(base = strdup("")))
                 return -ENOMEM;
+        if (*base && (streq(root->parent, AGENT_LEAF) || startswith(root->parent, AGENT_LEAF "/")))
+                return fail(-EINVAL, reason, reason_size,
+                            "cgroup parent \"%s\" would collide with the agent's own leaf %s/%s",
+                            root->parent, base, AGENT_LEAF);
         base_dir = orch_strdup_printf("%s%s", mount, base);
         if (!base_dir)
                 return -ENOMEM;
@@ -557,8 +569,7 @@ int orch_cgroup_root_open(const char *parent, unsigned flags, struct orch_cgroup
                         return r;
                 if (root->n_h == 0)
                         return fail(-ENOMEDIUM, reason, reason_size,
-                                    "none of the cpu, cpuacct, memory, pids controllers is "
-                                    "mounted under %s",
+                                    "none of the cpu, cpuacct, memory, pids controllers is mounted under %s",
                                     CGROUP_FS);
                 for (size_t i = 0; i < root->n_h; i++)
                         if (!(root->h[i].base = strdup("")))
@@ -726,8 +737,7 @@ int orch_cgroup_create(struct orch_cgroup_root *root, const char *service, const
         for (size_t i = 0; i < ELEMENTSOF(needs); i++)
                 if (wanted[i] && !(root->controllers & ORCH_CGROUP_MASK(needs[i].controller)))
                         return fail(-EOPNOTSUPP, reason, reason_size,
-                                    "%s needs the %s controller, which this %s host does "
-                                    "not offer",
+                                    "%s needs the %s controller, which this %s host does not offer",
                                     needs[i].what, controller_names[needs[i].controller],
                                     mode_names[root->mode]);
         cg = cgroup_new(root, service, instance);
@@ -740,39 +750,37 @@ int orch_cgroup_create(struct orch_cgroup_root *root, const char *service, const
 
                 if (!sdir) {
                         r = -ENOMEM;
-                        goto fail;
+                        goto undo;
                 }
                 if (mkdir(sdir, 0755) < 0 && errno != EEXIST) {
                         r = -errno;
                         fail(r, reason, reason_size, "mkdir %s: %s", sdir, strerror(-r));
-                        goto fail;
+                        goto undo;
                 }
                 /* Also when the directory existed: a previous run may have died between mkdir and this. */
                 if (h->v2 && (h->controllers & ~ORCH_CGROUP_MASK(ORCH_CGROUP_CPUACCT))) {
                         r = enable_controllers(sdir, h->controllers, reason, reason_size);
                         if (r < 0)
-                                goto fail;
+                                goto undo;
                 }
                 if (mkdir(cg->dir[i], 0755) < 0) {
                         r = -errno;
                         if (r == -EEXIST)
                                 fail(r, reason, reason_size,
-                                     "cgroup %s already exists (a leftover of an earlier "
-                                     "run)",
-                                     cg->dir[i]);
+                                     "cgroup %s already exists (a leftover of an earlier run)", cg->dir[i]);
                         else
                                 fail(r, reason, reason_size, "mkdir %s: %s", cg->dir[i], strerror(-r));
-                        goto fail;
+                        goto undo;
                 }
                 created[i] = true;
                 r = apply_limits(h, cg->dir[i], limits, reason, reason_size);
                 if (r < 0)
-                        goto fail;
+                        goto undo;
         }
         *ret = TAKE_PTR(cg);
         return 0;
 
-fail:
+undo:
         /* Nothing has run in the new directories: they are empty and rmdir takes them. */
         for (size_t i = 0; i < root->n_h; i++) {
                 if (!created[i])
@@ -1363,7 +1371,7 @@ int orch_cgroup_attach_open(const struct orch_cgroup *cg, struct orch_cgroup_att
         for (size_t i = 0; i < cg->root->n_h; i++) {
                 if (!cg->dir[i]) {
                         r = -ENOENT;
-                        goto fail;
+                        goto undo;
                 }
                 if (cg->root->h[i].v2) {
                         a.clone_path = cg->dir[i];
@@ -1372,24 +1380,24 @@ int orch_cgroup_attach_open(const struct orch_cgroup *cg, struct orch_cgroup_att
                         a.clone_fd = open(cg->dir[i], O_RDONLY | O_DIRECTORY | O_CLOEXEC);
                         if (a.clone_fd < 0) {
                                 r = -errno;
-                                goto fail;
+                                goto undo;
                         }
                         continue;
                 }
                 if (orch_snprintf(path, sizeof path, "%s/tasks", cg->dir[i]) < 0) {
                         r = -ENAMETOOLONG;
-                        goto fail;
+                        goto undo;
                 }
                 a.join_fd[a.n_join] = open(path, O_WRONLY | O_CLOEXEC | O_NOCTTY);
                 if (a.join_fd[a.n_join] < 0) {
                         r = -errno;
-                        goto fail;
+                        goto undo;
                 }
                 a.join_path[a.n_join++] = cg->dir[i];
         }
         *ret = a;
         return 0;
-fail:
+undo:
         orch_cgroup_attach_close(&a);
         return r;
 }

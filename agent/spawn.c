@@ -143,12 +143,38 @@ static int close_fds_by_scan(void)
         return 0;
 }
 
+#if defined(__x86_64__) || defined(__aarch64__)
+/* The kernel's struct sigaction on these architectures. */
+struct kernel_sigaction {
+        void (*handler)(int);
+        unsigned long flags;
+        void (*restorer)(void);
+        uint64_t mask;
+};
+
+/* The raw syscall: glibc's sigaction() refuses signals 32 and 33 (its own), which a launcher may have left
+ * ignored, and an ignored signal stays ignored across exec. */
+static int reset_signal(int sig)
+{
+        struct kernel_sigaction dfl = {.handler = SIG_DFL};
+
+        return syscall(SYS_rt_sigaction, sig, &dfl, NULL, sizeof dfl.mask) < 0 ? -errno : 0;
+}
+#else
+static int reset_signal(int sig)
+{
+        struct sigaction dfl = {.sa_handler = SIG_DFL};
+
+        /* glibc refuses its internal signals (32, 33) here: elsewhere they can stay as inherited. */
+        return sigaction(sig, &dfl, NULL) < 0 && errno != EINVAL ? -errno : 0;
+}
+#endif
+
 /* Runs in the child, on its own stack, sharing the agent's memory. Returns only through exec or _exit. */
 static int child_main(void *arg)
 {
         struct child *c = arg;
         const struct orch_spawn_params *p = c->p;
-        struct sigaction dfl = {.sa_handler = SIG_DFL};
         sigset_t none;
         bool saw_eacces = false;
         size_t eacces_index = 0;
@@ -171,11 +197,13 @@ static int child_main(void *arg)
         /* The agent blocked every signal around the clone; handlers it installed must not run in the
          * workload, and ignored signals would stay ignored across exec. */
         for (int sig = 1; sig < _NSIG; sig++) {
+                int r;
+
                 if (sig == SIGKILL || sig == SIGSTOP)
                         continue;
-                /* glibc refuses its two internal real-time signals with EINVAL: they stay default anyway. */
-                if (sigaction(sig, &dfl, NULL) < 0 && errno != EINVAL)
-                        child_fail(c, STEP_SIGNALS, errno, (size_t)sig);
+                r = reset_signal(sig);
+                if (r < 0)
+                        child_fail(c, STEP_SIGNALS, -r, (size_t)sig);
         }
 
         if (setsid() < 0)
@@ -374,7 +402,7 @@ static void format_groups(const struct orch_spawn_params *p, char *buf, size_t s
 }
 
 static void describe_failure(const struct child *c, const struct orch_cgroup_attach *a,
-                             const char *path_value, char *reason, size_t size)
+                             const char *path_value, const siginfo_t *si, char *reason, size_t size)
 {
         const struct orch_spawn_params *p = c->p;
         const char *err = strerror(c->err);
@@ -382,7 +410,13 @@ static void describe_failure(const struct child *c, const struct orch_cgroup_att
 
         switch (c->step) {
         case STEP_NONE:
-                orch_snprintf(reason, size, "the child died before it could exec %s", p->argv[0]);
+                if (si->si_code == CLD_KILLED || si->si_code == CLD_DUMPED)
+                        orch_snprintf(reason, size, "the child was killed by SIG%s before it could exec %s",
+                                      strempty(sigabbrev_np(si->si_status)), p->argv[0]);
+                else
+                        orch_snprintf(reason, size,
+                                      "the child exited with status %d before it could exec %s",
+                                      si->si_status, p->argv[0]);
                 break;
         case STEP_JOIN_CGROUP:
                 orch_snprintf(reason, size, "join cgroup %s: %s",
@@ -554,13 +588,13 @@ int orch_spawn(const struct orch_spawn_params *p, struct orch_spawn_result *ret,
                 goto out;
         }
         if (c.err != 0 || c.step != STEP_EXEC) {
-                siginfo_t si;
+                siginfo_t si = {0};
 
                 /* The child is ours and has exited (or is about to): reap it so nothing is left. */
                 while (waitid(P_PIDFD, (id_t)pidfd, &si, WEXITED) < 0 && errno == EINTR)
                         ;
                 close(pidfd);
-                describe_failure(&c, &a, path_value, reason, reason_size);
+                describe_failure(&c, &a, path_value, &si, reason, reason_size);
                 r = c.err != 0 ? -c.err : -ECHILD;
                 goto out;
         }
