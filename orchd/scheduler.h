@@ -18,7 +18,7 @@
  * zone=eu-1, 1 node draining").
  *
  * Nodes are named by a small integer handle (stable while the node is registered; a handle may
- * be reused after orch_sched_node_remove()).
+ * be reused after orch_sched_node_remove()). One thread (orchd's loop) uses a scheduler.
  */
 
 #include <stdint.h>
@@ -129,7 +129,7 @@ uint64_t orch_sched_epoch(const struct orch_sched *s);
 /*
  * Chooses a node for one instance; changes nothing but the placement order's random state.
  * Returns 1 and fills ret->node when placed, 0 and fills ret->reason when no node fits,
- * -EINVAL for a malformed request, -ENOMEM.
+ * -EINVAL for a malformed request, -ERANGE for a memory request above 2^62, -ENOMEM.
  */
 int orch_sched_place(struct orch_sched *s, const struct orch_sched_request *req,
                      struct orch_sched_result *ret);
@@ -137,9 +137,9 @@ int orch_sched_place(struct orch_sched *s, const struct orch_sched_request *req,
 /*
  * Places up to n instances of one request, accounting each placement at once (so spread sees the
  * earlier ones) and writing their nodes to ret_nodes[0..placed). Returns how many were placed;
- * when fewer than n, ret_last->reason says why the next one did not fit. A caller that does not
- * commit the placements (a dry run, a failed store write) releases each with
- * orch_sched_account(..., -1).
+ * when fewer than n, ret_last->reason says why the next one did not fit. On an error (< 0) none
+ * of this call's placements stay accounted. A caller that does not commit the placements (a dry
+ * run, a failed store write) releases each with orch_sched_account(..., -1).
  */
 int orch_sched_place_batch(struct orch_sched *s, const struct orch_sched_request *req, size_t n,
                            uint32_t *ret_nodes, struct orch_sched_result *ret_last);
@@ -154,9 +154,10 @@ struct orch_sched_victim {
 
 /*
  * Scale-down: which k of the n instances go first. Instances that already ended or are stopping
- * come first, then unplaced, pending, starting and running ones; within those, failing before
- * unknown before passing health; then the newest. Writes min(k, n) indices into ret_victims in
- * removal order and returns that count.
+ * come first, then pending ones without a node, pending ones with one, those that serve nothing
+ * yet (starting, or running with failing health), then running ones; within each group failing
+ * before unknown before passing health, then the newest. Writes min(k, n) indices into
+ * ret_victims in removal order and returns that count.
  */
 int orch_sched_scale_down(const struct orch_sched_victim *instances, size_t n, size_t k,
                           size_t *ret_victims);

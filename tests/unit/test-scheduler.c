@@ -340,6 +340,35 @@ START_TEST(test_spread_even)
 }
 END_TEST
 
+START_TEST(test_spread_sampled_even)
+{
+        struct orch_sched *s = new_sched(17, 0);
+        struct orch_sched_request r = request("web", 10, MI);
+        struct orch_sched_result res;
+        uint32_t *nodes = calloc(3000, sizeof *nodes), ids[1000], max = 0, empty = 0;
+        char name[32];
+
+        ck_assert_ptr_nonnull(nodes);
+        for (int i = 0; i < 1000; i++) {
+                ck_assert_int_ge(orch_snprintf(name, sizeof name, "n%d", i), 0);
+                ids[i] = add_node(s, name, 64000, 64 * GI, NULL);
+        }
+        /* 1000 nodes are sampled (20 candidates a placement), yet 3000 replicas end up on every
+         * node and within two of the even share of 3 (4 with this seed). */
+        ck_assert_int_eq(orch_sched_place_batch(s, &r, 3000, nodes, &res), 3000);
+        ck_assert_uint_eq(res.feasible, 20);
+        for (int i = 0; i < 1000; i++) {
+                uint32_t c = orch_sched_service_count(s, "web", ids[i]);
+                max = MAX(max, c);
+                empty += c == 0;
+        }
+        ck_assert_uint_le(max, 5);
+        ck_assert_uint_eq(empty, 0);
+        free(nodes);
+        orch_sched_free(s);
+}
+END_TEST
+
 START_TEST(test_spread_criteria)
 {
         struct orch_sched *s = new_sched(6, 0);
@@ -966,6 +995,7 @@ static Suite *scheduler_suite(void)
         tcase_add_test(tc, test_epoch_on_update);
         tcase_add_test(tc, test_driver_and_exclude);
         tcase_add_test(tc, test_spread_even);
+        tcase_add_test(tc, test_spread_sampled_even);
         tcase_add_test(tc, test_spread_criteria);
         tcase_add_test(tc, test_binpack);
         tcase_add_test(tc, test_reason_aggregation);
