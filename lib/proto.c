@@ -860,16 +860,23 @@ static int check_port_name(struct ctx *c, const struct orch_proto_port *ports, s
         return 0;
 }
 
+/* For an instance id and a service name that passed their checks: the id's service part is
+ * everything before its last '-', so it belongs when that '-' comes right after the name. */
+static int check_belongs(struct ctx *c, const char *instance, const char *service)
+{
+        size_t l = strlen(service);
+        char q1[QUOTE_MAX], q2[QUOTE_MAX];
+
+        if (strncmp(instance, service, l) != 0 || instance[l] != '-' || strchr(instance + l + 1, '-'))
+                return fail_at(c, "instance", "%s does not belong to service %s",
+                               quote(q1, instance, strlen(instance)), quote(q2, service, l));
+        return 0;
+}
+
 static int check_report(struct ctx *c, const void *obj)
 {
         const struct orch_proto_report *r = obj;
-        char q1[QUOTE_MAX], q2[QUOTE_MAX];
-
-        if (!orch_proto_instance_of(r->instance, r->service))
-                return fail_at(c, "instance", "%s does not belong to service %s",
-                               quote(q1, r->instance, strlen(r->instance)),
-                               quote(q2, r->service, strlen(r->service)));
-        return 0;
+        return check_belongs(c, r->instance, r->service);
 }
 
 static int check_event(struct ctx *c, const void *obj)
@@ -879,14 +886,8 @@ static int check_event(struct ctx *c, const void *obj)
 
 static int check_start_item(struct ctx *c, const void *obj)
 {
-        const struct orch_proto_start_item *s = obj;
-        char q1[QUOTE_MAX], q2[QUOTE_MAX];
-
-        if (!orch_proto_instance_of(s->instance, s->service))
-                return fail_at(c, "instance", "%s does not belong to service %s",
-                               quote(q1, s->instance, strlen(s->instance)),
-                               quote(q2, s->service, strlen(s->service)));
-        return 0;
+        const struct orch_proto_start_item *it = obj;
+        return check_belongs(c, it->instance, it->service);
 }
 
 /* An interval that is not shorter than the TTL would have the node declared down between two
@@ -1020,8 +1021,16 @@ static const uint8_t string_special[256] = {
 /* ------------------------------------------------------------------------------------------------ */
 /* Encoding */
 
-static void put(struct orch_buf *b, const char *s, size_t n)
+/* orch_buf_put() with the common case inline: a frame is written in many small pieces. The buffer
+ * stays NUL-terminated, and after a failed allocation `oom` makes every later piece a no-op. */
+static inline void put(struct orch_buf *b, const char *s, size_t n)
 {
+        if (_likely_(n < b->cap - b->len && !b->oom)) {
+                memcpy(b->data + b->len, s, n);
+                b->len += n;
+                b->data[b->len] = '\0';
+                return;
+        }
         (void)orch_buf_put(b, s, n);
 }
 
@@ -1233,6 +1242,8 @@ static int encode_field(struct ctx *c, const struct field *f, const void *obj, b
                 r = check_count(c, f, n);
                 if (r < 0)
                         return r;
+                if (n > 0 && !items)
+                        return fail(c, "required field missing");
                 put_key(b, f, first);
                 put(b, "[", 1);
                 for (size_t i = 0; i < n; i++) {
@@ -1258,6 +1269,8 @@ static int encode_field(struct ctx *c, const struct field *f, const void *obj, b
                 r = check_count(c, f, n);
                 if (r < 0)
                         return r;
+                if (n > 0 && !l)
+                        return fail(c, "required field missing");
                 put_key(b, f, first);
                 put(b, "{", 1);
                 for (size_t i = 0; i < n; i++) {
@@ -1286,6 +1299,8 @@ static int encode_field(struct ctx *c, const struct field *f, const void *obj, b
                 r = check_count(c, f, n);
                 if (r < 0)
                         return r;
+                if (n > 0 && !p)
+                        return fail(c, "required field missing");
                 put_key(b, f, first);
                 put(b, "{", 1);
                 for (size_t i = 0; i < n; i++) {
@@ -2179,7 +2194,7 @@ static int decode_object(struct ctx *c, const struct schema *s, void *obj, bool 
                 if (seen & (1u << i))
                         return fail_at(c, f->key, "duplicate field");
                 seen |= 1u << i;
-                if (literal_length(c->p) == 4 && c->p[0] == 'n') {
+                if (*c->p == 'n' && literal_length(c->p) == 4) {
                         /* null is absent, as with lib/json.h's getters */
                         c->p += 4;
                         continue;

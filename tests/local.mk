@@ -128,3 +128,15 @@ tests_fixtures_orch_testprog_LDADD = $(DEMO_HTTP_LIBS) -lpthread
 ## Smoke test of orch-demo and orch-testprog's HTTP servers (no orchd or agent involved).
 TESTS += tests/integration/demo-programs.sh
 EXTRA_DIST += tests/integration/demo-programs.sh
+
+## Agent protocol fuzzer (lib/proto.c: the line reader and the decoder, against jansson); run with
+## tests/fuzz/fuzz-proto -dict=$(srcdir)/tests/fuzz/proto.dict -max_total_time=600 CORPUS_DIR \
+##   $(srcdir)/tests/fuzz/corpus-proto
+EXTRA_DIST += tests/fuzz/corpus-proto tests/fuzz/proto.dict
+if ENABLE_FUZZ
+noinst_PROGRAMS += tests/fuzz/fuzz-proto
+tests_fuzz_fuzz_proto_SOURCES = tests/fuzz/fuzz-proto.c
+tests_fuzz_fuzz_proto_CPPFLAGS = $(ORCH_CPPFLAGS)
+tests_fuzz_fuzz_proto_LDADD = $(ORCH_LIBS)
+tests_fuzz_fuzz_proto_LDFLAGS = $(AM_LDFLAGS) -fsanitize=fuzzer
+endif

@@ -1038,6 +1038,18 @@ START_TEST(test_encode_errors)
         /* The token is a secret: it is named, never shown. */
         encode_error(&h, "hello.token: invalid token: expected 1 to 1024 printable ASCII characters");
 
+        /* A count without its array is a caller bug, reported rather than followed. */
+        h.hello.token = "secret";
+        h.hello.labels = NULL;
+        h.hello.n_labels = 1;
+        encode_error(&h, "hello.labels: required field missing");
+        h.hello.n_labels = 0;
+        h.hello.drivers = NULL;
+        encode_error(&h, "hello.drivers: required field missing");
+        h.hello.drivers = drivers;
+        ev.event.report.ports = NULL;
+        encode_error(&ev, "event.ports: required field missing");
+
         struct orch_proto_msg bad = {.type = _ORCH_PROTO_TYPE_MAX};
         encode_error(&bad, "frame: unknown message type 13");
 
