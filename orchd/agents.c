@@ -490,7 +490,7 @@ static void apply_report(struct orch_agents *a, struct orch_inst *inst, const st
         struct orch_state *st = a->st;
         enum orch_instance_state old_state = inst->state;
         enum orch_health_state old_health = inst->health;
-        bool was_available = orch_inst_is_available(inst);
+        bool was_available = orch_inst_is_available(inst), was_live = orch_inst_is_live(inst);
         uint32_t old_restarts = inst->restarts;
         const char *svc = inst->svc->name;
 
@@ -561,7 +561,13 @@ static void apply_report(struct orch_agents *a, struct orch_inst *inst, const st
                                          inst->reason ? ": " : "", inst->reason ? inst->reason : "");
         }
         orch_state_instance_changed(st, inst);
-        orch_state_mark_dirty(st, inst->svc);
+        /* Most reports change nothing the reconciler decides on (a running instance stays live):
+         * only liveness, or availability during a rollout, can. A million-instance cluster stays
+         * out of the reconciler while its instances report. */
+        if (from_hello || was_live != orch_inst_is_live(inst) || inst->svc->deleting ||
+            (inst->svc->rollout.state == ORCH_ROLLOUT_PROGRESSING &&
+             (was_available != orch_inst_is_available(inst) || inst->restarts != old_restarts)))
+                orch_state_mark_dirty(st, inst->svc);
 }
 
 static void handle_event(struct orch_agent_conn *c, const struct orch_proto_event *ev)

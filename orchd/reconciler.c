@@ -91,19 +91,31 @@ static void observe_latency(struct orch_reconciler *rc, uint64_t usec, size_t n)
 static int place_pending(struct orch_reconciler *rc, struct orch_svc *svc)
 {
         struct orch_state *st = rc->st;
-        struct orch_list *p;
+        struct orch_list *p, *t;
+        /* revisions that found no node in this pass: their other instances would not fit either */
+        char failed[4][ORCH_REVISION_LEN + 1];
+        char failed_reason[4][ORCH_SCHED_REASON_MAX];
+        size_t n_failed = 0;
         int r;
 
         if (svc->n_pending == 0)
                 return 0;
-        orch_list_foreach (p, &svc->instances) {
-                struct orch_inst *inst = orch_list_entry(p, struct orch_inst, svc_link);
+        orch_list_foreach_safe (p, t, &svc->unplaced) {
+                struct orch_inst *inst = orch_list_entry(p, struct orch_inst, unplaced_link);
                 struct orch_sched_request req;
                 struct orch_sched_result res;
                 uint64_t t0;
+                size_t k;
 
                 if (inst->node || !orch_inst_is_live(inst))
                         continue;
+                for (k = 0; k < n_failed && !streq(failed[k], inst->revision); k++)
+                        ;
+                if (k < n_failed) {
+                        if (!streq_ptr(inst->reason, failed_reason[k]))
+                                orch_state_set_reason(st, inst, failed_reason[k]);
+                        continue;
+                }
                 build_request(inst_spec(inst), &req);
                 t0 = orch_now_usec();
                 r = orch_sched_place(st->sched, &req, &res);
@@ -120,7 +132,10 @@ static int place_pending(struct orch_reconciler *rc, struct orch_svc *svc)
                                                  "instance %s of %s cannot be placed: %s", inst->id,
                                                  svc->name, res.reason);
                         }
-                        /* the others of this revision would not fit either */
+                        if (n_failed < ELEMENTSOF(failed)) {
+                                orch_strlcpy(failed[n_failed], inst->revision, sizeof failed[0]);
+                                orch_strlcpy(failed_reason[n_failed++], res.reason, sizeof failed_reason[0]);
+                        }
                         continue;
                 }
                 orch_state_place_instance(st, inst, orch_state_node(st, res.node_name));

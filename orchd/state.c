@@ -708,6 +708,7 @@ int orch_state_apply_service(struct orch_state *st, struct orch_service *spec, c
                         return -ENOMEM;
                 }
                 orch_list_init(&svc->instances);
+                orch_list_init(&svc->unplaced);
                 orch_list_init(&svc->dirty_link);
                 orch_list_init(&svc->store_link);
                 r = svc_push_revision(svc, spec, revision, now);
@@ -906,6 +907,7 @@ int orch_state_new_instance(struct orch_state *st, struct orch_svc *svc, struct 
         orch_list_init(&inst->node_link);
         orch_list_init(&inst->store_link);
         orch_list_append(&svc->instances, &inst->svc_link);
+        orch_list_append(&svc->unplaced, &inst->unplaced_link);
         svc->n_pending++;
         orch_state_instance_changed(st, inst);
         *ret = inst;
@@ -925,6 +927,7 @@ void orch_state_place_instance(struct orch_state *st, struct orch_inst *inst, st
 {
         if (inst->node)
                 orch_state_unplace_instance(st, inst, NULL);
+        orch_list_remove(&inst->unplaced_link);
         inst->svc->n_pending--;
         inst->node = node;
         orch_list_append(&node->instances, &inst->node_link);
@@ -951,6 +954,7 @@ void orch_state_unplace_instance(struct orch_state *st, struct orch_inst *inst, 
         orch_list_remove(&inst->node_link);
         inst->node->n_instances--;
         inst->node = NULL;
+        orch_list_append(&inst->svc->unplaced, &inst->unplaced_link);
         inst->svc->n_pending++;
         if (reason)
                 orch_state_set_reason(st, inst, reason);
@@ -959,9 +963,9 @@ void orch_state_unplace_instance(struct orch_state *st, struct orch_inst *inst, 
 
 void orch_state_remove_instance(struct orch_state *st, struct orch_inst *inst)
 {
-        if (inst->node) {
+        if (inst->node)
                 orch_state_unplace_instance(st, inst, NULL);
-        }
+        orch_list_remove(&inst->unplaced_link);
         inst->svc->n_pending--;
         orch_list_remove(&inst->svc_link);
         orch_hmap_remove(&st->instances, &inst->hnode);
@@ -1217,6 +1221,7 @@ static int load_instance(const char *key, const char *value, size_t len, void *u
         orch_list_init(&inst->node_link);
         orch_list_init(&inst->store_link);
         orch_list_append(&svc->instances, &inst->svc_link);
+        orch_list_append(&svc->unplaced, &inst->unplaced_link);
         svc->n_pending++;
         if (orch_json_get_string(j, "revision", &s) >= 0)
                 orch_strlcpy(inst->revision, s, sizeof inst->revision);

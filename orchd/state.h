@@ -74,7 +74,8 @@ struct orch_svc {
         struct orch_list instances;
         struct orch_list dirty_link; /* on state->dirty_services */
         struct orch_list store_link; /* on state->store_services */
-        size_t n_pending;            /* live instances without a node */
+        struct orch_list unplaced;   /* instances without a node, oldest first */
+        size_t n_pending;            /* how many are on `unplaced` */
 };
 
 struct orch_inst_port {
@@ -110,6 +111,7 @@ struct orch_inst {
         char *cgroup;
         struct orch_list svc_link;
         struct orch_list node_link;
+        struct orch_list unplaced_link; /* on svc->unplaced while it has no node */
         struct orch_list store_link; /* on state->store_instances when it must be written */
         bool store_delete;           /* the write is a delete */
 };
