@@ -67,10 +67,10 @@ enum body_mode {
 };
 
 enum lex_result {
-        LEX_MORE, /* all bytes used */
-        LEX_HEAD, /* the head ended at the last byte used */
+        LEX_MORE,       /* all bytes used */
+        LEX_HEAD,       /* the head ended at the last byte used */
         LEX_CHUNK_DATA, /* chunk data starts after the last byte used */
-        LEX_END, /* the message ended at the last byte used */
+        LEX_END,        /* the message ended at the last byte used */
         LEX_ERROR,
 };
 
@@ -363,7 +363,7 @@ static bool feed_llhttp(struct orch_http_parser *p, const char *data, size_t n, 
         if (p->ll_head_done != p->head_done || p->ll_message_done != message_end ||
             p->ll_body_bytes != p->body_received) {
                 fail(p, 400, "ambiguous message: llhttp sees the %s elsewhere",
-                     p->ll_head_done != p->head_done         ? "end of the head"
+                     p->ll_head_done != p->head_done     ? "end of the head"
                      : p->ll_message_done != message_end ? "end of the message"
                                                          : "end of the body");
                 return false;
@@ -561,7 +561,8 @@ static void process_field(struct orch_http_parser *p)
                         return;
                 }
                 if (r < 0) {
-                        fail(p, 400, "invalid Content-Length \"%s\" (digits only)", printable(value, b, sizeof b));
+                        fail(p, 400, "invalid Content-Length \"%s\" (digits only)",
+                             printable(value, b, sizeof b));
                         return;
                 }
                 p->content_length = v;
@@ -569,7 +570,8 @@ static void process_field(struct orch_http_parser *p)
                 p->seen_te = true;
                 for (;;) {
                         if (!list_next(&s, &elem, &len)) {
-                                fail(p, 400, "malformed Transfer-Encoding \"%s\"", printable(value, b, sizeof b));
+                                fail(p, 400, "malformed Transfer-Encoding \"%s\"",
+                                     printable(value, b, sizeof b));
                                 return;
                         }
                         if (!elem)
@@ -591,7 +593,8 @@ static void process_field(struct orch_http_parser *p)
         } else if (strcasecmp(name, "connection") == 0) {
                 for (;;) {
                         if (!list_next(&s, &elem, &len)) {
-                                fail(p, 400, "malformed Connection header \"%s\"", printable(value, b, sizeof b));
+                                fail(p, 400, "malformed Connection header \"%s\"",
+                                     printable(value, b, sizeof b));
                                 return;
                         }
                         if (!elem)
@@ -980,7 +983,8 @@ static enum lex_result lex_head_byte(struct orch_http_parser *p, unsigned char c
         case L_TARGET:
                 if (c == ' ') {
                         if (p->arena.len == p->target_off) {
-                                fail(p, 400, "empty request target (expected a single space after the method)");
+                                fail(p, 400,
+                                     "empty request target (expected a single space after the method)");
                                 return LEX_ERROR;
                         }
                         if (p->pct_left) {
@@ -1009,13 +1013,16 @@ static enum lex_result lex_head_byte(struct orch_http_parser *p, unsigned char c
         case L_REQ_VERSION:
         case L_RESP_VERSION:
                 if (p->ver_idx < 8) {
-                        bool ok = p->ver_idx == 5 || p->ver_idx == 7 ? is_digit(c) : c == (unsigned char)version[p->ver_idx];
+                        bool ok = p->ver_idx == 5 || p->ver_idx == 7
+                                          ? is_digit(c)
+                                          : c == (unsigned char)version[p->ver_idx];
 
                         if (!ok) {
                                 if (c == '\n' || c == '\r')
                                         fail_byte(p, c, "in the HTTP version");
                                 else
-                                        fail(p, 400, "malformed HTTP version (expected HTTP/1.1 or HTTP/1.0)");
+                                        fail(p, 400,
+                                             "malformed HTTP version (expected HTTP/1.1 or HTTP/1.0)");
                                 return LEX_ERROR;
                         }
                         if (p->ver_idx == 5 && c != '1') {
@@ -1068,7 +1075,8 @@ static enum lex_result lex_head_byte(struct orch_http_parser *p, unsigned char c
                         return LEX_MORE;
                 }
                 if (c == '\r') {
-                        /* Tolerated on the client side: some servers omit the space before an empty reason. */
+                        /* Tolerated on the client side: some servers omit the space before an empty reason.
+                         */
                         p->state = L_START_LINE_LF;
                         return arena_end_string(p) ? LEX_MORE : LEX_ERROR;
                 }
@@ -1101,7 +1109,8 @@ static enum lex_result lex_head_byte(struct orch_http_parser *p, unsigned char c
                                 fail(p, 400, "whitespace before the first %s field",
                                      p->in_trailers ? "trailer" : "header");
                         else
-                                fail(p, 400, "obsolete line folding (a field line starting with whitespace)");
+                                fail(p, 400,
+                                     "obsolete line folding (a field line starting with whitespace)");
                         return LEX_ERROR;
                 }
                 if (c == ':') {
@@ -1138,7 +1147,8 @@ static enum lex_result lex_head_byte(struct orch_http_parser *p, unsigned char c
                 }
                 if (is_ows(c)) {
                         fail(p, 400, "whitespace between the field name \"%s\" and the colon",
-                             p->in_trailers ? "(trailer)" : printable(arena_str(p, p->name_off), b, sizeof b));
+                             p->in_trailers ? "(trailer)"
+                                            : printable(arena_str(p, p->name_off), b, sizeof b));
                         return LEX_ERROR;
                 }
                 if (!is_tchar(c)) {
@@ -1161,8 +1171,10 @@ static enum lex_result lex_head_byte(struct orch_http_parser *p, unsigned char c
                         char nb[48];
 
                         fail(p, 400, "%s%s in the value of the field \"%s\"",
-                             c == '\n' ? "bare LF" : "unexpected ", c == '\n' ? "" : describe_byte(c, b, sizeof b),
-                             p->in_trailers ? "(trailer)" : printable(arena_str(p, p->name_off), nb, sizeof nb));
+                             c == '\n' ? "bare LF" : "unexpected ",
+                             c == '\n' ? "" : describe_byte(c, b, sizeof b),
+                             p->in_trailers ? "(trailer)"
+                                            : printable(arena_str(p, p->name_off), nb, sizeof nb));
                         return LEX_ERROR;
                 }
                 if (!arena_put(p, (const char *)&c, 1))
@@ -1173,7 +1185,8 @@ static enum lex_result lex_head_byte(struct orch_http_parser *p, unsigned char c
         case L_VALUE_LF:
                 if (c != '\n') {
                         fail(p, 400, "bare CR in the value of the field \"%s\"",
-                             p->in_trailers ? "(trailer)" : printable(arena_str(p, p->name_off), b, sizeof b));
+                             p->in_trailers ? "(trailer)"
+                                            : printable(arena_str(p, p->name_off), b, sizeof b));
                         return LEX_ERROR;
                 }
                 p->state = L_FIELD_START;
@@ -1187,7 +1200,8 @@ static enum lex_result lex_head_byte(struct orch_http_parser *p, unsigned char c
                 return p->state == L_FAILED ? LEX_ERROR : LEX_MORE;
         case L_FIELDS_END_LF:
                 if (c != '\n') {
-                        fail(p, 400, "bare CR at the end of the %s section", p->in_trailers ? "trailer" : "header");
+                        fail(p, 400, "bare CR at the end of the %s section",
+                             p->in_trailers ? "trailer" : "header");
                         return LEX_ERROR;
                 }
                 if (p->in_trailers)
@@ -1368,7 +1382,8 @@ static void start_body(struct orch_http_parser *p)
                 break;
         case BODY_IDENTITY:
                 if (p->content_length > p->body_limit) {
-                        fail(p, 413, "body of %" PRIu64 " bytes is larger than the limit of %" PRIu64 " bytes",
+                        fail(p, 413,
+                             "body of %" PRIu64 " bytes is larger than the limit of %" PRIu64 " bytes",
                              p->content_length, p->body_limit);
                         break;
                 }
@@ -1498,7 +1513,8 @@ int orch_http_parser_finish(struct orch_http_parser *p, struct orch_http_event *
                 return orch_http_parser_finish(p, ret);
         case L_BODY_EOF:
                 if (llhttp_finish(&p->ll) != HPE_OK || !p->ll_message_done) {
-                        fail(p, 400, "ambiguous message: llhttp does not see the end of the message at the close");
+                        fail(p, 400,
+                             "ambiguous message: llhttp does not see the end of the message at the close");
                         return report_error(p, ret);
                 }
                 return complete(p, ret);
@@ -1618,7 +1634,8 @@ static int put_fields_and_framing(struct orch_buf *out, const struct orch_http_h
         if (body_length < ORCH_HTTP_BODY_NONE)
                 return -EINVAL;
         for (size_t i = 0; i < n; i++) {
-                if (!orch_http_token_valid(headers[i].name) || !orch_http_field_value_valid(headers[i].value))
+                if (!orch_http_token_valid(headers[i].name) ||
+                    !orch_http_field_value_valid(headers[i].value))
                         return -EINVAL;
                 /* Framing is ours to write: a second copy is exactly what smuggling needs. */
                 if (strcasecmp(headers[i].name, "Content-Length") == 0 ||

@@ -57,20 +57,20 @@ struct orch_http_limits {
 #define ORCH_HTTP_MAX_CHUNK_LINE 4096U
 
 struct orch_http_header {
-        const char *name; /* as received; compare case-insensitively */
+        const char *name;  /* as received; compare case-insensitively */
         const char *value; /* without leading and trailing whitespace */
 };
 
 /* The head of a message. Every pointer stays valid until orch_http_parser_next() or _free(). */
 struct orch_http_head {
         /* Requests. */
-        const char *method; /* "GET", ... (case-sensitive, one llhttp knows) */
-        const char *target; /* the request-target as received */
-        const char *path; /* origin-form and absolute-form: the path ("/" when empty), not decoded;
-                           * "*" for asterisk-form; NULL for CONNECT */
-        const char *query; /* after '?', not decoded; NULL when there is no '?' */
+        const char *method;    /* "GET", ... (case-sensitive, one llhttp knows) */
+        const char *target;    /* the request-target as received */
+        const char *path;      /* origin-form and absolute-form: the path ("/" when empty), not decoded;
+                                * "*" for asterisk-form; NULL for CONNECT */
+        const char *query;     /* after '?', not decoded; NULL when there is no '?' */
         const char *authority; /* absolute-form and CONNECT: host[:port] from the target; else NULL */
-        const char *host; /* the Host header field (NULL when absent, allowed in HTTP/1.0) */
+        const char *host;      /* the Host header field (NULL when absent, allowed in HTTP/1.0) */
         /* Responses. */
         int status;
         const char *reason;
@@ -92,11 +92,11 @@ struct orch_http_head {
 
 enum orch_http_event_type {
         ORCH_HTTP_EVENT_NEED_MORE, /* every byte consumed, nothing to report: read more */
-        ORCH_HTTP_EVENT_HEAD, /* orch_http_parser_head() is ready */
-        ORCH_HTTP_EVENT_BODY, /* body/body_len: a piece of the body (pointing into the input) */
-        ORCH_HTTP_EVENT_COMPLETE, /* the message ended; call orch_http_parser_next() for the next one */
-        ORCH_HTTP_EVENT_UPGRADE, /* the message ended and the connection switches protocols */
-        ORCH_HTTP_EVENT_ERROR, /* status and reason say what is wrong; the parser stays failed */
+        ORCH_HTTP_EVENT_HEAD,      /* orch_http_parser_head() is ready */
+        ORCH_HTTP_EVENT_BODY,      /* body/body_len: a piece of the body (pointing into the input) */
+        ORCH_HTTP_EVENT_COMPLETE,  /* the message ended; call orch_http_parser_next() for the next one */
+        ORCH_HTTP_EVENT_UPGRADE,   /* the message ended and the connection switches protocols */
+        ORCH_HTTP_EVENT_ERROR,     /* status and reason say what is wrong; the parser stays failed */
         _ORCH_HTTP_EVENT_MAX,
 };
 

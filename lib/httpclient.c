@@ -16,9 +16,9 @@
 #include "util.h"
 #include "banned.h"
 
-#define READ_CHUNK (64U * 1024U)
+#define READ_CHUNK                (64U * 1024U)
 #define MAX_RESPONSE_HEADER_BYTES (64U * 1024U)
-#define MAX_RESPONSE_HEADERS 256U
+#define MAX_RESPONSE_HEADERS      256U
 
 struct orch_httpclient {
         struct orch_http_url url;
@@ -48,8 +48,8 @@ void orch_http_url_release(struct orch_http_url *u)
 
 static bool is_name_char(char c)
 {
-        return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') || c == '-' || c == '.' ||
-               c == '_';
+        return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') || c == '-' ||
+               c == '.' || c == '_';
 }
 
 int orch_http_url_parse(const char *url, struct orch_http_url *ret)
@@ -280,7 +280,8 @@ static int connect_one(const struct sockaddr *sa, socklen_t salen, uint64_t time
 
 static int connect_any(struct orch_httpclient *c, int *ret_fd)
 {
-        struct addrinfo hints = {.ai_family = AF_UNSPEC, .ai_socktype = SOCK_STREAM, .ai_flags = AI_ADDRCONFIG};
+        struct addrinfo hints = {
+                .ai_family = AF_UNSPEC, .ai_socktype = SOCK_STREAM, .ai_flags = AI_ADDRCONFIG};
         struct addrinfo *res = NULL;
         char port[8], where[300];
         int r = -EHOSTUNREACH;
@@ -292,8 +293,8 @@ static int connect_any(struct orch_httpclient *c, int *ret_fd)
                 hints.ai_flags = AI_NUMERICHOST;
         r = getaddrinfo(c->url.host, port, &hints, &res);
         if (r != 0)
-                return fail(c, r == EAI_NONAME ? -ENOENT : -EHOSTUNREACH, "cannot resolve %s: %s", c->url.host,
-                            r == EAI_SYSTEM ? strerror(errno) : gai_strerror(r));
+                return fail(c, r == EAI_NONAME ? -ENOENT : -EHOSTUNREACH, "cannot resolve %s: %s",
+                            c->url.host, r == EAI_SYSTEM ? strerror(errno) : gai_strerror(r));
         r = -EHOSTUNREACH;
         for (struct addrinfo *ai = res; ai; ai = ai->ai_next) {
                 r = connect_one(ai->ai_addr, ai->ai_addrlen, c->connect_ms, ret_fd);
@@ -501,7 +502,8 @@ static int read_response(struct reader *rd, int fd)
                         if (errno == EAGAIN) {
                                 r = wait_fd(fd, POLLIN, c->read_ms);
                                 if (r == -ETIMEDOUT) {
-                                        r = fail(c, r, "no answer from %s within %" PRIu64 " ms", where, c->read_ms);
+                                        r = fail(c, r, "no answer from %s within %" PRIu64 " ms", where,
+                                                 c->read_ms);
                                         break;
                                 }
                                 if (r < 0)
@@ -544,7 +546,8 @@ static int read_response(struct reader *rd, int fd)
 }
 
 static int do_request(struct orch_httpclient *c, const struct orch_httpclient_request *req, bool stream,
-                      unsigned flags, orch_httpclient_data_fn cb, void *userdata, struct orch_http_response *ret)
+                      unsigned flags, orch_httpclient_data_fn cb, void *userdata,
+                      struct orch_http_response *ret)
 {
         _cleanup_(closep) int fd = -1;
         struct orch_http_response resp = {0};
@@ -571,8 +574,8 @@ static int do_request(struct orch_httpclient *c, const struct orch_httpclient_re
         /* A server may answer (413, 401) and close before it has read the whole body: read its answer. */
         if (send_r < 0 && send_r != -EPIPE && send_r != -ECONNRESET) {
                 format_authority(&c->url, where, sizeof where);
-                r = fail(c, send_r, send_r == -ETIMEDOUT ? "sending to %s: timed out" : "sending to %s: %s", where,
-                         strerror(-send_r));
+                r = fail(c, send_r, send_r == -ETIMEDOUT ? "sending to %s: timed out" : "sending to %s: %s",
+                         where, strerror(-send_r));
                 goto out;
         }
         r = read_response(&rd, fd);
@@ -607,8 +610,9 @@ int orch_httpclient_request(struct orch_httpclient *c, const struct orch_httpcli
         return do_request(c, req, false, 0, NULL, NULL, ret);
 }
 
-int orch_httpclient_stream(struct orch_httpclient *c, const struct orch_httpclient_request *req, unsigned flags,
-                           orch_httpclient_data_fn cb, void *userdata, struct orch_http_response *ret)
+int orch_httpclient_stream(struct orch_httpclient *c, const struct orch_httpclient_request *req,
+                           unsigned flags, orch_httpclient_data_fn cb, void *userdata,
+                           struct orch_http_response *ret)
 {
         if (!cb)
                 return -EINVAL;

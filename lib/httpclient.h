@@ -24,9 +24,9 @@
 #define ORCH_HTTPCLIENT_MAX_LINE (1024U * 1024U)
 
 struct orch_http_url {
-        char *host; /* without brackets for IPv6 */
+        char *host;    /* without brackets for IPv6 */
         uint16_t port; /* 80 when the URL has none */
-        char *path; /* a prefix for every request target, without a trailing '/'; "" for none */
+        char *path;    /* a prefix for every request target, without a trailing '/'; "" for none */
 };
 
 /* Parses http://HOST[:PORT][/PREFIX]: -EINVAL for anything else, -EPROTONOSUPPORT for https. */
@@ -47,7 +47,7 @@ const char *orch_http_response_header(const struct orch_http_response *r, const 
 
 struct orch_httpclient_request {
         const char *method;
-        const char *target; /* "/v1/services?x=1", after the URL's path prefix */
+        const char *target;                     /* "/v1/services?x=1", after the URL's path prefix */
         const struct orch_http_header *headers; /* extra fields */
         size_t n_headers;
         const char *content_type;
@@ -84,5 +84,6 @@ typedef int (*orch_httpclient_data_fn)(const char *data, size_t len, void *userd
 /* Like orch_httpclient_request(), but a 2xx body goes to cb as it arrives instead of into ret (other
  * statuses are read whole into ret, so the caller can print the error). With ORCH_HTTPCLIENT_LINES,
  * cb gets one line at a time; a last line without '\n' is delivered at the end. */
-int orch_httpclient_stream(struct orch_httpclient *c, const struct orch_httpclient_request *req, unsigned flags,
-                           orch_httpclient_data_fn cb, void *userdata, struct orch_http_response *ret);
+int orch_httpclient_stream(struct orch_httpclient *c, const struct orch_httpclient_request *req,
+                           unsigned flags, orch_httpclient_data_fn cb, void *userdata,
+                           struct orch_http_response *ret);

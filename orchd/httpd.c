@@ -21,15 +21,15 @@
 /* After the last answer on a connection: how long, and how much, to read and discard before closing.
  * Closing with unread input makes the kernel send RST, which can destroy the answer (an error for a
  * body still being sent, say) before the client reads it. */
-#define LINGER_MS 2000U
-#define LINGER_MAX_BYTES (1024U * 1024U)
+#define LINGER_MS         2000U
+#define LINGER_MAX_BYTES  (1024U * 1024U)
 #define MAX_EXTRA_HEADERS 16U
 
 enum req_state {
-        REQ_READING, /* head seen, body arriving */
-        REQ_HANDLER, /* the handler has it */
+        REQ_READING,   /* head seen, body arriving */
+        REQ_HANDLER,   /* the handler has it */
         REQ_STREAMING, /* the handler started a streamed answer */
-        REQ_DONE, /* answered; freed when the connection moves on */
+        REQ_DONE,      /* answered; freed when the connection moves on */
 };
 
 struct orch_httpd_req {
@@ -37,8 +37,8 @@ struct orch_httpd_req {
         enum req_state state;
         const struct orch_http_head *head;
         struct orch_buf body;
-        bool head_only; /* HEAD: answers carry no body */
-        bool chunked; /* streamed answer framing (HTTP/1.1) */
+        bool head_only;   /* HEAD: answers carry no body */
+        bool chunked;     /* streamed answer framing (HTTP/1.1) */
         bool close_after; /* the answer says Connection: close */
         struct orch_http_header extra[MAX_EXTRA_HEADERS];
         size_t n_extra;
@@ -48,9 +48,9 @@ struct orch_httpd_req {
 
 enum timer_kind {
         TIMER_NONE,
-        TIMER_HEAD, /* a request's head is due (absolute from its first byte, or from the connect) */
-        TIMER_BODY, /* the next piece of a body is due */
-        TIMER_IDLE, /* keep-alive: the next request is due */
+        TIMER_HEAD,   /* a request's head is due (absolute from its first byte, or from the connect) */
+        TIMER_BODY,   /* the next piece of a body is due */
+        TIMER_IDLE,   /* keep-alive: the next request is due */
         TIMER_RESUME, /* a deferred answer completed: go on with pipelined input, from the loop */
         TIMER_LINGER,
 };
@@ -369,7 +369,8 @@ static int conn_write(struct conn *c, struct orch_buf *out)
         c->writes_pending++;
         if (conn_congested(c)) {
                 if (!uv_is_active((uv_handle_t *)&c->write_timer))
-                        uv_timer_start(&c->write_timer, on_write_timeout, c->server->cfg.write_timeout_ms, 0);
+                        uv_timer_start(&c->write_timer, on_write_timeout, c->server->cfg.write_timeout_ms,
+                                       0);
                 conn_set_reading(c);
         }
         return 0;
@@ -477,8 +478,8 @@ static bool conn_handle_event(struct conn *c, const struct orch_http_event *ev)
                 if (head->chunked || head->content_length > 0) {
                         conn_arm(c, TIMER_BODY, h->cfg.body_timeout_ms);
                         /* Ask for the body only when it will be accepted; otherwise the 413 follows. */
-                        if (head->expect_continue && (!head->has_content_length ||
-                                                      head->content_length <= h->cfg.max_body_bytes)) {
+                        if (head->expect_continue &&
+                            (!head->has_content_length || head->content_length <= h->cfg.max_body_bytes)) {
                                 struct orch_buf out = {0};
                                 orch_buf_puts(&out, "HTTP/1.1 100 Continue\r\n\r\n");
                                 conn_write(c, &out);
@@ -613,7 +614,8 @@ static void on_timer(uv_timer_t *t)
                 conn_send_error(c, 408, msg);
                 return;
         case TIMER_BODY:
-                snprintf(msg, sizeof msg, "no request body data for %" PRIu64 " ms", c->server->cfg.body_timeout_ms);
+                snprintf(msg, sizeof msg, "no request body data for %" PRIu64 " ms",
+                         c->server->cfg.body_timeout_ms);
                 conn_send_error(c, 408, msg);
                 return;
         case TIMER_IDLE:
@@ -694,7 +696,8 @@ static void conn_reject(struct conn *c)
         struct orch_buf out = {0};
 
         if (!h->warned_full) {
-                log_warn("http: %u connections open, refusing more with 503 (max_connections)", h->cfg.max_connections);
+                log_warn("http: %u connections open, refusing more with 503 (max_connections)",
+                         h->cfg.max_connections);
                 h->warned_full = true;
         }
         if (h->n_rejecting >= MAX_REJECTING) {
@@ -819,7 +822,7 @@ int orch_httpd_new(uv_loop_t *loop, const struct orch_httpd_config *config, stru
                 return r;
         }
         h->port = ntohs(bound.ss_family == AF_INET6 ? ((struct sockaddr_in6 *)&bound)->sin6_port
-                                                     : ((struct sockaddr_in *)&bound)->sin_port);
+                                                    : ((struct sockaddr_in *)&bound)->sin_port);
         *ret = h;
         return 0;
 }
@@ -841,7 +844,7 @@ void orch_httpd_free(struct orch_httpd *h, void (*done)(void *userdata), void *u
         h->closing = true;
         h->done = done;
         h->done_userdata = userdata;
-        orch_list_foreach_safe(pos, tmp, &h->conns)
+        orch_list_foreach_safe (pos, tmp, &h->conns)
                 conn_close(orch_list_entry(pos, struct conn, link));
         uv_close((uv_handle_t *)&h->listener, on_listener_close);
 }

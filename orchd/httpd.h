@@ -48,25 +48,25 @@ struct orch_httpd_config {
         /* "127.0.0.1:7070" or "[::1]:7070" (literal addresses; port 0 picks a free one). */
         const char *listen;
         /* 0 in any of these means the default in brackets. */
-        unsigned max_connections; /* [1024] beyond it a new connection gets 503 and is closed */
-        size_t max_header_bytes; /* [16 KiB] 431 */
-        size_t max_headers; /* [100] 431 */
-        uint64_t max_body_bytes; /* [8 MiB] 413 */
-        uint64_t header_timeout_ms; /* [10 s] from a request's first byte (or the connect) to its head: 408 */
-        uint64_t body_timeout_ms; /* [30 s] the longest silence while a body is read: 408 */
+        unsigned max_connections;   /* [1024] beyond it a new connection gets 503 and is closed */
+        size_t max_header_bytes;    /* [16 KiB] 431 */
+        size_t max_headers;         /* [100] 431 */
+        uint64_t max_body_bytes;    /* [8 MiB] 413 */
+        uint64_t header_timeout_ms; /* [10 s] from a request's first byte (or the connect): 408 */
+        uint64_t body_timeout_ms;   /* [30 s] the longest silence while a body is read: 408 */
         uint64_t idle_timeout_ms; /* [60 s] a kept-alive connection waiting for its next request is closed */
         uint64_t write_timeout_ms; /* [30 s] a client above the write high-water mark this long is dropped */
-        size_t write_high_water; /* [1 MiB] queued response bytes per client */
+        size_t write_high_water;   /* [1 MiB] queued response bytes per client */
         orch_httpd_handler_fn handler;
         void *userdata;
 };
 
-#define ORCH_HTTPD_DEFAULT_MAX_CONNECTIONS 1024U
+#define ORCH_HTTPD_DEFAULT_MAX_CONNECTIONS   1024U
 #define ORCH_HTTPD_DEFAULT_HEADER_TIMEOUT_MS (10U * 1000U)
-#define ORCH_HTTPD_DEFAULT_BODY_TIMEOUT_MS (30U * 1000U)
-#define ORCH_HTTPD_DEFAULT_IDLE_TIMEOUT_MS (60U * 1000U)
-#define ORCH_HTTPD_DEFAULT_WRITE_TIMEOUT_MS (30U * 1000U)
-#define ORCH_HTTPD_DEFAULT_WRITE_HIGH_WATER (1024U * 1024U)
+#define ORCH_HTTPD_DEFAULT_BODY_TIMEOUT_MS   (30U * 1000U)
+#define ORCH_HTTPD_DEFAULT_IDLE_TIMEOUT_MS   (60U * 1000U)
+#define ORCH_HTTPD_DEFAULT_WRITE_TIMEOUT_MS  (30U * 1000U)
+#define ORCH_HTTPD_DEFAULT_WRITE_HIGH_WATER  (1024U * 1024U)
 
 /* Binds and listens. -EINVAL for a malformed address; bind errors as -errno (-EADDRINUSE, ...). */
 int orch_httpd_new(uv_loop_t *loop, const struct orch_httpd_config *config, struct orch_httpd **ret);

@@ -130,7 +130,8 @@ int orch_router_dispatch(const struct orch_http_route *routes, size_t n_routes, 
 
                 if (!match(routes[i].pattern, &segs, &tmp))
                         continue;
-                if (streq(routes[i].method, head->method) || (head_method && streq(routes[i].method, "GET"))) {
+                if (streq(routes[i].method, head->method) ||
+                    (head_method && streq(routes[i].method, "GET"))) {
                         found = &routes[i];
                         params = tmp;
                 } else {

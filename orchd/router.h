@@ -17,7 +17,7 @@
 struct orch_router_params {
         size_t n;
         const char *names[ORCH_ROUTER_MAX_PARAMS]; /* point into the pattern */
-        char *values[ORCH_ROUTER_MAX_PARAMS]; /* decoded */
+        char *values[ORCH_ROUTER_MAX_PARAMS];      /* decoded */
 };
 
 /* params live until the handler returns: a deferred handler copies what it keeps. */

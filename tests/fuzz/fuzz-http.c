@@ -31,12 +31,12 @@ struct mode {
         uint32_t seed;
 };
 
-#define check(cond)                                                                                          \
-        do {                                                                                                 \
-                if (!(cond)) {                                                                               \
-                        fprintf(stderr, "fuzz-http: check failed at line %d: %s\n", __LINE__, #cond);        \
-                        abort();                                                                             \
-                }                                                                                            \
+#define check(cond)                                                                                   \
+        do {                                                                                          \
+                if (!(cond)) {                                                                        \
+                        fprintf(stderr, "fuzz-http: check failed at line %d: %s\n", __LINE__, #cond); \
+                        abort();                                                                      \
+                }                                                                                     \
         } while (0)
 
 static void check_head_bytes(const char *s, size_t len)
@@ -134,12 +134,14 @@ static char *run(const struct mode *m, const char *data, size_t len, bool split)
                                 h = orch_http_parser_head(p);
                                 check(h);
                                 check_head(h, m->kind);
-                                /* In one read, stream is also the offset in data: check the head's raw bytes. */
+                                /* In one read, stream is also the offset in data: check the head's raw
+                                 * bytes. */
                                 if (!split) {
                                         size_t start = msg_start;
 
                                         /* Requests may start with empty lines; skip them. */
-                                        while (start + 1 < stream && data[start] == '\r' && data[start + 1] == '\n')
+                                        while (start + 1 < stream && data[start] == '\r' &&
+                                               data[start + 1] == '\n')
                                                 start += 2;
                                         check_head_bytes(data + start, stream - start);
                                 }
@@ -147,7 +149,8 @@ static char *run(const struct mode *m, const char *data, size_t len, bool split)
                                                 strna(h->target), h->status, h->version_minor, h->keep_alive,
                                                 h->chunked, h->content_length, h->n_headers);
                                 for (size_t i = 0; i < h->n_headers; i++)
-                                        orch_buf_printf(&t, "[%s:%s]", h->headers[i].name, h->headers[i].value);
+                                        orch_buf_printf(&t, "[%s:%s]", h->headers[i].name,
+                                                        h->headers[i].value);
                                 break;
                         case ORCH_HTTP_EVENT_BODY:
                                 /* A body piece is the tail of what the event consumed. */
@@ -170,7 +173,8 @@ static char *run(const struct mode *m, const char *data, size_t len, bool split)
                         case ORCH_HTTP_EVENT_UPGRADE:
                         case ORCH_HTTP_EVENT_ERROR:
                                 if (ev.type == ORCH_HTTP_EVENT_ERROR) {
-                                        check(ev.status >= 400 && ev.status <= 505 && ev.reason && *ev.reason);
+                                        check(ev.status >= 400 && ev.status <= 505 && ev.reason &&
+                                              *ev.reason);
                                         orch_buf_printf(&t, "(%d %s)", ev.status, ev.reason);
                                 }
                                 stop = true;
@@ -211,14 +215,16 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         m.head_request = data[0] & 2;
         /* Small caps half of the time, so the fuzzer reaches 431/413/414 cheaply. */
         if (data[0] & 4)
-                m.limits = (struct orch_http_limits){.max_header_bytes = 256, .max_headers = 8, .max_body_bytes = 64};
+                m.limits = (struct orch_http_limits){
+                        .max_header_bytes = 256, .max_headers = 8, .max_body_bytes = 64};
         else
                 m.limits = (struct orch_http_limits){.max_body_bytes = ORCH_HTTP_DEFAULT_MAX_BODY_BYTES};
         m.seed = (uint32_t)data[0] * 2654435761u;
         whole = run(&m, (const char *)data + 1, size - 1, false);
         split = run(&m, (const char *)data + 1, size - 1, true);
         if (!streq(whole, split)) {
-                fprintf(stderr, "fuzz-http: one read and random reads disagree\nwhole: %s\nsplit: %s\n", whole, split);
+                fprintf(stderr, "fuzz-http: one read and random reads disagree\nwhole: %s\nsplit: %s\n",
+                        whole, split);
                 abort();
         }
         free(whole);

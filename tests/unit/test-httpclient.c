@@ -23,10 +23,10 @@ struct tiny {
         int port;
         pthread_t thread;
         const char *const *parts; /* written in order, NULL-terminated */
-        unsigned delay_ms; /* between parts */
-        unsigned silence_ms; /* before the first part */
-        bool no_answer; /* close right after reading the request */
-        struct orch_buf request; /* what arrived */
+        unsigned delay_ms;        /* between parts */
+        unsigned silence_ms;      /* before the first part */
+        bool no_answer;           /* close right after reading the request */
+        struct orch_buf request;  /* what arrived */
 };
 
 static void *tiny_main(void *arg)
@@ -142,8 +142,9 @@ END_TEST
 
 START_TEST(test_post_chunked_answer)
 {
-        static const char *const parts[] = {"HTTP/1.1 201 Created\r\nTransfer-Encoding: chunked\r\n\r\n4\r\n{\"a\"",
-                                            "\r\n3\r\n:1}\r\n0\r\n\r\n", NULL};
+        static const char *const parts[] = {
+                "HTTP/1.1 201 Created\r\nTransfer-Encoding: chunked\r\n\r\n4\r\n{\"a\"",
+                "\r\n3\r\n:1}\r\n0\r\n\r\n", NULL};
         struct tiny t = {.parts = parts, .delay_ms = 50};
         _cleanup_(orch_httpclient_freep) struct orch_httpclient *c = NULL;
         struct orch_http_header extra[] = {{"X-Dry-Run", "1"}};
@@ -162,9 +163,10 @@ START_TEST(test_post_chunked_answer)
         tiny_stop(&t);
         ck_assert_int_eq(r.status, 201);
         ck_assert_str_eq(r.body, "{\"a\":1}");
-        ck_assert_msg(strstr(t.request.data, "Content-Type: application/yaml\r\n") &&
-                              strstr(t.request.data, "X-Dry-Run: 1\r\nContent-Length: 14\r\n\r\nkind: service\n"),
-                      "%s", t.request.data);
+        ck_assert_msg(
+                strstr(t.request.data, "Content-Type: application/yaml\r\n") &&
+                        strstr(t.request.data, "X-Dry-Run: 1\r\nContent-Length: 14\r\n\r\nkind: service\n"),
+                "%s", t.request.data);
         orch_http_response_release(&r);
         orch_buf_release(&t.request);
 }
@@ -219,8 +221,11 @@ START_TEST(test_stream_lines)
 {
         static const char *const parts[] = {"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n"
                                             "a\r\n{\"i\":1}\n{\"\r\n",
-                                            "6\r\ni\":2}\n\r\n", "5\r\n{\"i\":\r\n", "3\r\n3}\n\r\n",
-                                            "4\r\nlast\r\n0\r\n\r\n", NULL};
+                                            "6\r\ni\":2}\n\r\n",
+                                            "5\r\n{\"i\":\r\n",
+                                            "3\r\n3}\n\r\n",
+                                            "4\r\nlast\r\n0\r\n\r\n",
+                                            NULL};
         static const char *const missing[] = {"HTTP/1.1 404 Not Found\r\nContent-Length: 25\r\n\r\n"
                                               "{\"error\":\"no such thing\"}",
                                               NULL};
@@ -274,11 +279,12 @@ END_TEST
 
 START_TEST(test_errors)
 {
-        static const char *const big[] = {"HTTP/1.1 200 OK\r\nContent-Length: 20\r\n\r\n01234567890123456789", NULL};
+        static const char *const big[] = {
+                "HTTP/1.1 200 OK\r\nContent-Length: 20\r\n\r\n01234567890123456789", NULL};
         static const char *const bare_lf[] = {"HTTP/1.1 200 OK\nContent-Length: 0\n\n", NULL};
         static const char *const cut[] = {"HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\nabc", NULL};
-        struct tiny t1 = {.parts = big}, t2 = {.parts = bare_lf}, t3 = {.parts = cut}, t4 = {.no_answer = true},
-                    t5 = {.parts = big, .silence_ms = 600};
+        struct tiny t1 = {.parts = big}, t2 = {.parts = bare_lf}, t3 = {.parts = cut},
+                    t4 = {.no_answer = true}, t5 = {.parts = big, .silence_ms = 600};
         struct orch_httpclient_request req = {.method = "GET", .target = "/"};
         struct orch_http_response r = {0};
         struct orch_httpclient *c;
@@ -306,7 +312,8 @@ START_TEST(test_errors)
         tiny_start(&t3);
         c = client_for(t3.port, "");
         ck_assert_int_eq(orch_httpclient_request(c, &req, &r), -EBADMSG);
-        ck_assert_msg(strstr(orch_httpclient_error(c), "closed in the middle"), "%s", orch_httpclient_error(c));
+        ck_assert_msg(strstr(orch_httpclient_error(c), "closed in the middle"), "%s",
+                      orch_httpclient_error(c));
         tiny_stop(&t3);
         orch_httpclient_free(c);
 
@@ -344,7 +351,8 @@ START_TEST(test_errors)
         ck_assert_int_eq(orch_httpclient_request(c, &req, &r), -EINVAL);
         {
                 struct orch_http_header dup[] = {{"host", "evil"}};
-                struct orch_httpclient_request bad = {.method = "GET", .target = "/", .headers = dup, .n_headers = 1};
+                struct orch_httpclient_request bad = {
+                        .method = "GET", .target = "/", .headers = dup, .n_headers = 1};
                 ck_assert_int_eq(orch_httpclient_request(c, &bad, &r), -EINVAL);
                 ck_assert_str_eq(orch_httpclient_error(c), "the host header is set by the client itself");
         }
@@ -370,9 +378,21 @@ START_TEST(test_urls)
                 {"http://orch.example.com", "orch.example.com", 80, ""},
                 {"http://h:1/api/v//", "h", 1, "/api/v"},
         };
-        static const char *const bad[] = {"", "127.0.0.1:7070", "ftp://h", "http://", "http://:80", "http://h:0",
-                                          "http://h:65536", "http://h:x", "http://u@h", "http://h?x", "http://h/#f",
-                                          "http://[::1", "http://[zz]:1", "http://h/a b", "http://h:80:90"};
+        static const char *const bad[] = {"",
+                                          "127.0.0.1:7070",
+                                          "ftp://h",
+                                          "http://",
+                                          "http://:80",
+                                          "http://h:0",
+                                          "http://h:65536",
+                                          "http://h:x",
+                                          "http://u@h",
+                                          "http://h?x",
+                                          "http://h/#f",
+                                          "http://[::1",
+                                          "http://[zz]:1",
+                                          "http://h/a b",
+                                          "http://h:80:90"};
         struct orch_httpclient *c;
 
         for (size_t i = 0; i < ELEMENTSOF(ok); i++) {
@@ -490,7 +510,8 @@ static void *live_main(void *arg)
 START_TEST(test_against_httpd)
 {
         struct live l = {0};
-        struct orch_httpd_config cfg = {.listen = "127.0.0.1:0", .max_body_bytes = 1024, .handler = live_handler};
+        struct orch_httpd_config cfg = {
+                .listen = "127.0.0.1:0", .max_body_bytes = 1024, .handler = live_handler};
         _cleanup_(orch_httpclient_freep) struct orch_httpclient *c = NULL;
         struct orch_httpclient_request req = {.method = "GET", .target = "/events"};
         struct orch_http_response r = {0};
@@ -509,11 +530,13 @@ START_TEST(test_against_httpd)
 
         ck_assert_int_eq(orch_httpclient_stream(c, &req, ORCH_HTTPCLIENT_LINES, on_line, &lines, &r), 0);
         orch_buf_putc(&lines.got, '\0');
-        ck_assert_str_eq(lines.got.data, "<{\"index\":1}><{\"index\":2}><{\"index\":3}><{\"index\":4}><{\"index\":5}>");
+        ck_assert_str_eq(lines.got.data,
+                         "<{\"index\":1}><{\"index\":2}><{\"index\":3}><{\"index\":4}><{\"index\":5}>");
         orch_http_response_release(&r);
 
         /* A small body is read... */
-        req = (struct orch_httpclient_request){.method = "POST", .target = "/x", .body = big, .body_len = 1000};
+        req = (struct orch_httpclient_request){
+                .method = "POST", .target = "/x", .body = big, .body_len = 1000};
         ck_assert_int_eq(orch_httpclient_request(c, &req, &r), 0);
         ck_assert_str_eq(r.body, "{\"error\":\"got 1000 bytes\"}\n");
         orch_http_response_release(&r);
@@ -521,7 +544,8 @@ START_TEST(test_against_httpd)
         req.body_len = 4 << 20;
         ck_assert_int_eq(orch_httpclient_request(c, &req, &r), 0);
         ck_assert_int_eq(r.status, 413);
-        ck_assert_str_eq(r.body, "{\"error\":\"body of 4194304 bytes is larger than the limit of 1024 bytes\"}\n");
+        ck_assert_str_eq(r.body,
+                         "{\"error\":\"body of 4194304 bytes is larger than the limit of 1024 bytes\"}\n");
         orch_http_response_release(&r);
 
         uv_async_send(&l.stop);

@@ -35,7 +35,7 @@ struct fixture {
         /* What the client saw. */
         struct orch_buf log;
         /* What the server saw. */
-        atomic_int closed; /* close callbacks */
+        atomic_int closed;  /* close callbacks */
         atomic_int handled; /* handler calls */
         atomic_bool congested_seen;
         bool shutting_down;
@@ -329,8 +329,9 @@ static void client_read(struct fixture *f, int fd, int n, bool head)
                                 continue;
                         h = orch_http_parser_head(p);
                         conn = orch_http_head_header(h, "Connection");
-                        orch_buf_printf(&f->log, "%d%s%s%s%s %s\n", h->status, conn ? " [" : "", conn ? conn : "",
-                                        conn ? "]" : "", h->chunked ? " [chunked]" : "", body.data ? body.data : "");
+                        orch_buf_printf(&f->log, "%d%s%s%s%s %s\n", h->status, conn ? " [" : "",
+                                        conn ? conn : "", conn ? "]" : "", h->chunked ? " [chunked]" : "",
+                                        body.data ? body.data : "");
                         orch_buf_reset(&body);
                         orch_http_parser_next(p);
                         if (h->status != 100)
@@ -547,7 +548,8 @@ START_TEST(test_connection_limit)
         struct orch_httpd_config cfg = {.max_connections = 2};
 
         run_fixture(&f, &cfg, client_limits);
-        ck_assert_str_eq(f.log.data, "503 [close] {\"error\":\"too many connections\"}\n\n200 [close] hello\n\n");
+        ck_assert_str_eq(f.log.data,
+                         "503 [close] {\"error\":\"too many connections\"}\n\n200 [close] hello\n\n");
         orch_buf_release(&f.log);
 }
 END_TEST
@@ -561,8 +563,9 @@ static void client_slow(struct fixture *f)
                 return;
         /* Slowloris: a byte every 50 ms never beats an absolute head deadline of 300 ms. */
         start = now_ms();
-        for (const char *s = "GET /hello HTTP/1.1\r\nHost: t\r\nX-Slow: aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa"; *s;
-             s++) {
+        for (const char *s =
+                     "GET /hello HTTP/1.1\r\nHost: t\r\nX-Slow: aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa";
+             *s; s++) {
                 struct pollfd pfd = {.fd = fd, .events = POLLIN};
 
                 client_send(fd, s, 1);
@@ -598,13 +601,15 @@ static void client_slow(struct fixture *f)
 START_TEST(test_timeouts)
 {
         struct fixture f = {0};
-        struct orch_httpd_config cfg = {.header_timeout_ms = 300, .body_timeout_ms = 300, .idle_timeout_ms = 300};
+        struct orch_httpd_config cfg = {
+                .header_timeout_ms = 300, .body_timeout_ms = 300, .idle_timeout_ms = 300};
 
         run_fixture(&f, &cfg, client_slow);
-        ck_assert_str_eq(f.log.data, "408 [close] {\"error\":\"request head not complete within 300 ms\"}\n\n"
-                                     "after <1s\nEOF\n"
-                                     "408 [close] {\"error\":\"no request body data for 300 ms\"}\n\n"
-                                     "200 hello\n\nEOF\n");
+        ck_assert_str_eq(f.log.data,
+                         "408 [close] {\"error\":\"request head not complete within 300 ms\"}\n\n"
+                         "after <1s\nEOF\n"
+                         "408 [close] {\"error\":\"no request body data for 300 ms\"}\n\n"
+                         "200 hello\n\nEOF\n");
         ck_assert_int_eq(atomic_load(&f.handled), 1);
         orch_buf_release(&f.log);
 }
@@ -615,9 +620,11 @@ static void client_malformed(struct fixture *f)
         static const char *const bad[] = {
                 "GET / HTTP/1.1\r\nHost : t\r\n\r\n",
                 "GET / HTTP/1.1\r\nHost: t\r\nX: a\r\n folded\r\n\r\n",
-                "POST /echo HTTP/1.1\r\nHost: t\r\nContent-Length: 3\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n",
+                "POST /echo HTTP/1.1\r\nHost: t\r\nContent-Length: 3\r\nTransfer-Encoding: "
+                "chunked\r\n\r\n0\r\n\r\n",
                 "POST /echo HTTP/1.1\r\nHost: t\r\nContent-Length: 17\r\n\r\n01234567890123456",
-                "GET / HTTP/1.1\r\nHost: t\r\nX-Big: 0123456789012345678901234567890123456789012345678901234567890123"
+                "GET / HTTP/1.1\r\nHost: t\r\nX-Big: "
+                "0123456789012345678901234567890123456789012345678901234567890123"
                 "456789012345678901234567890123456789\r\n\r\n",
                 "BREW /pot HTTP/1.1\r\nHost: t\r\n\r\n",
                 "GET / HTTP/2.0\r\nHost: t\r\n\r\n",
@@ -644,8 +651,10 @@ START_TEST(test_malformed)
         run_fixture(&f, &cfg, client_malformed);
         ck_assert_str_eq(
                 f.log.data,
-                "400 [close] {\"error\":\"whitespace between the field name \\\"Host\\\" and the colon\"}\n\nEOF\n"
-                "400 [close] {\"error\":\"obsolete line folding (a field line starting with whitespace)\"}\n\nEOF\n"
+                "400 [close] {\"error\":\"whitespace between the field name \\\"Host\\\" and the "
+                "colon\"}\n\nEOF\n"
+                "400 [close] {\"error\":\"obsolete line folding (a field line starting with "
+                "whitespace)\"}\n\nEOF\n"
                 "400 [close] {\"error\":\"both Content-Length and Transfer-Encoding\"}\n\nEOF\n"
                 "413 [close] {\"error\":\"body of 17 bytes is larger than the limit of 16 bytes\"}\n\nEOF\n"
                 "431 [close] {\"error\":\"request header section larger than 100 bytes\"}\n\nEOF\n"
@@ -696,17 +705,18 @@ START_TEST(test_misc)
         struct orch_httpd_config cfg = {0};
 
         run_fixture(&f, &cfg, client_misc);
-        ck_assert_str_eq(f.log.data, "interim: HTTP/1.1 100 Continue\r\n\r\n"
-                                     "200 hi\n"
-                                     "200 \n"
-                                     "404 {\"error\":\"no such resource: /nope\"}\n\n"
-                                     "405 {\"error\":\"method PUT not allowed here (allowed: GET, HEAD, DELETE)\"}\n\n"
-                                     "200 {\"name\":\"a/b c\"}\n\n"
-                                     "409 {\"error\":\"cannot scale web\"}\n\n"
-                                     "404 {\"error\":\"no such resource: /v1/services/\"}\n\n"
-                                     "200 [keep-alive] hello\n\n"
-                                     "200 [close] hello\n\n"
-                                     "EOF\n");
+        ck_assert_str_eq(f.log.data,
+                         "interim: HTTP/1.1 100 Continue\r\n\r\n"
+                         "200 hi\n"
+                         "200 \n"
+                         "404 {\"error\":\"no such resource: /nope\"}\n\n"
+                         "405 {\"error\":\"method PUT not allowed here (allowed: GET, HEAD, DELETE)\"}\n\n"
+                         "200 {\"name\":\"a/b c\"}\n\n"
+                         "409 {\"error\":\"cannot scale web\"}\n\n"
+                         "404 {\"error\":\"no such resource: /v1/services/\"}\n\n"
+                         "200 [keep-alive] hello\n\n"
+                         "200 [close] hello\n\n"
+                         "EOF\n");
         orch_buf_release(&f.log);
 }
 END_TEST
@@ -740,7 +750,8 @@ END_TEST
 
 static void client_ipv6(struct fixture *f)
 {
-        struct sockaddr_in6 sa = {.sin6_family = AF_INET6, .sin6_port = htons((uint16_t)f->port),
+        struct sockaddr_in6 sa = {.sin6_family = AF_INET6,
+                                  .sin6_port = htons((uint16_t)f->port),
                                   .sin6_addr = IN6ADDR_LOOPBACK_INIT};
         int fd = socket(AF_INET6, SOCK_STREAM | SOCK_CLOEXEC, 0);
 
@@ -757,8 +768,9 @@ static void client_ipv6(struct fixture *f)
 
 START_TEST(test_ipv6_and_addresses)
 {
-        static const char *const bad[] = {"localhost:80", "1.2.3.4", "[::1]80", "1.2.3.4:99999", "[::1:80",
-                                          ":80", "1.2.3:80", "", "[::1]:", "1.2.3.4:-1"};
+        static const char *const bad[] = {"localhost:80", "1.2.3.4",   "[::1]80",  "1.2.3.4:99999",
+                                          "[::1:80",      ":80",       "1.2.3:80", "",
+                                          "[::1]:",       "1.2.3.4:-1"};
         struct fixture f = {0};
         struct orch_httpd_config cfg = {.listen = "[::1]:0"};
         struct orch_httpd *h;
@@ -778,7 +790,8 @@ START_TEST(test_ipv6_and_addresses)
 
                 fd = socket(AF_INET6, SOCK_STREAM, 0);
                 if (fd < 0 || bind(fd, (struct sockaddr *)&sa, sizeof sa) < 0) {
-                        fprintf(stderr, "test_ipv6_and_addresses: no IPv6 loopback here, IPv6 part skipped\n");
+                        fprintf(stderr,
+                                "test_ipv6_and_addresses: no IPv6 loopback here, IPv6 part skipped\n");
                         if (fd >= 0)
                                 close(fd);
                         return;
