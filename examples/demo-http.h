@@ -110,8 +110,9 @@ struct demo_http_url {
 int demo_http_url_parse(const char *url, struct demo_http_url *ret);
 
 struct demo_http_client;
-/* r < 0: no answer (-ETIMEDOUT, -ECONNREFUSED, -EBADMSG for a malformed one, ...); otherwise the
- * status and the body (valid during the call). */
+/* r < 0: no answer, as a libuv error code for uv_strerror() (UV_ETIMEDOUT, UV_ECONNREFUSED,
+ * UV_EPROTO for a malformed answer, UV_EMSGSIZE for a body above DEMO_HTTP_MAX_BODY, a resolver
+ * error, ...); otherwise the status and the body (valid during the call). */
 typedef void (*demo_http_client_cb)(int r, int status, const char *body, size_t len, void *userdata);
 
 /* Sends one request. *ret (may be NULL) stays valid until cb runs or the request is cancelled. */
