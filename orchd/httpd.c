@@ -24,6 +24,9 @@
 #define LINGER_MS         2000U
 #define LINGER_MAX_BYTES  (1024U * 1024U)
 #define MAX_EXTRA_HEADERS 16U
+/* A streaming handler that ignores orch_httpd_stream_congested() cannot make a client's backlog grow
+ * past this many high-water marks: the client is dropped on the spot rather than after write_timeout_ms. */
+#define STREAM_BACKLOG_MARKS 8U
 
 enum req_state {
         REQ_READING,   /* head seen, body arriving */
@@ -1046,6 +1049,13 @@ int orch_httpd_stream_write(struct orch_httpd_req *req, const void *data, size_t
                 return r;
         if (req->head_only || len == 0)
                 return 0;
+        if (req->conn->tcp.write_queue_size >
+            STREAM_BACKLOG_MARKS * req->conn->server->cfg.write_high_water) {
+                log_debug("http: dropping %s: %zu bytes of a stream not taken", req->conn->peer,
+                          req->conn->tcp.write_queue_size);
+                conn_close(req->conn);
+                return -EPIPE;
+        }
         if (req->chunked)
                 r = orch_http_chunk(&out, data, len);
         else

@@ -26,8 +26,9 @@
  * connections (503 beyond it), on header bytes and count (431), on bodies
  * (413), a deadline for the head (against slowloris) and for each read of
  * a body (408), an idle keep-alive timeout, and a write high-water mark: a
- * streaming handler can ask whether a client is congested, and a client
- * that stays above the mark for write_timeout_ms is dropped.
+ * streaming handler can ask whether a client is congested, a client that
+ * stays above the mark for write_timeout_ms is dropped, and so is one whose
+ * backlog a stream pushes past 8 marks.
  */
 
 #include <stdint.h>

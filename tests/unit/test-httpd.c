@@ -45,6 +45,7 @@ struct fixture {
         bool timer_used;
         struct orch_httpd_req *held;
         unsigned stream_left;
+        bool rude;
 };
 
 /* ---- the server side ---- */
@@ -163,8 +164,8 @@ static void on_flood_timer(uv_timer_t *t)
 
         if (!f->held)
                 return;
-        /* A well-behaved streamer: write only while the client keeps up. */
-        if (orch_httpd_stream_congested(f->held)) {
+        /* A well-behaved streamer writes only while the client keeps up; a rude one does not ask. */
+        if (!f->rude && orch_httpd_stream_congested(f->held)) {
                 atomic_store(&f->congested_seen, true);
                 return;
         }
@@ -766,6 +767,20 @@ static void client_ipv6(struct fixture *f)
         close(fd);
 }
 
+START_TEST(test_rude_streamer_bounded)
+{
+        /* The handler ignores congestion and the write timeout is far away: the backlog cap drops the
+         * client long before it. */
+        struct fixture f = {.rude = true};
+        struct orch_httpd_config cfg = {.write_high_water = 64 * 1024, .write_timeout_ms = 60 * 1000};
+
+        run_fixture(&f, &cfg, client_slow_reader);
+        ck_assert_str_eq(f.log.data, "dropped\n");
+        ck_assert_int_eq(f.closed_before_shutdown, 1);
+        orch_buf_release(&f.log);
+}
+END_TEST
+
 START_TEST(test_ipv6_and_addresses)
 {
         static const char *const bad[] = {"localhost:80", "1.2.3.4",   "[::1]80",  "1.2.3.4:99999",
@@ -838,6 +853,7 @@ static Suite *httpd_suite(void)
         tcase_add_test(tc, test_malformed);
         tcase_add_test(tc, test_misc);
         tcase_add_test(tc, test_slow_reader_dropped);
+        tcase_add_test(tc, test_rude_streamer_bounded);
         tcase_add_test(tc, test_ipv6_and_addresses);
         tcase_add_test(tc, test_bind_in_use);
         suite_add_tcase(s, tc);
