@@ -11,3 +11,9 @@ noinst_PROGRAMS += bench/sched-place
 bench_sched_place_SOURCES = bench/sched-place.c
 bench_sched_place_CPPFLAGS = $(ORCH_CPPFLAGS) -I$(top_srcdir)/orchd
 bench_sched_place_LDADD = $(SCHED_LIBS) $(ORCH_LIBS)
+
+## State store throughput: puts/s of instance records in batched transactions, and the load at start.
+noinst_PROGRAMS += bench/store-bench
+bench_store_bench_SOURCES = bench/store-bench.c
+bench_store_bench_CPPFLAGS = $(ORCH_CPPFLAGS) -I$(top_srcdir)/orchd $(SQLITE_CFLAGS)
+bench_store_bench_LDADD = $(STORE_LIBS) $(ORCH_LIBS)
