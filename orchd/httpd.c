@@ -2,6 +2,7 @@
 #include "config.h"
 
 #include <inttypes.h>
+#include <signal.h>
 #include <stdarg.h>
 #include <strings.h>
 #include <time.h>
@@ -792,6 +793,14 @@ int orch_httpd_new(uv_loop_t *loop, const struct orch_httpd_config *config, stru
         r = parse_listen(config->listen, &sa);
         if (r < 0)
                 return r;
+        /* libuv writes with write(2), not send(MSG_NOSIGNAL): a write that races a client's reset would
+         * raise SIGPIPE and kill the daemon. Leave alone a disposition someone already chose. */
+        {
+                struct sigaction old_sa;
+
+                if (sigaction(SIGPIPE, NULL, &old_sa) == 0 && old_sa.sa_handler == SIG_DFL)
+                        signal(SIGPIPE, SIG_IGN);
+        }
         h = calloc(1, sizeof *h);
         if (!h)
                 return -ENOMEM;

@@ -69,7 +69,9 @@ struct orch_httpd_config {
 #define ORCH_HTTPD_DEFAULT_WRITE_TIMEOUT_MS  (30U * 1000U)
 #define ORCH_HTTPD_DEFAULT_WRITE_HIGH_WATER  (1024U * 1024U)
 
-/* Binds and listens. -EINVAL for a malformed address; bind errors as -errno (-EADDRINUSE, ...). */
+/* Binds and listens. -EINVAL for a malformed address; bind errors as -errno (-EADDRINUSE, ...).
+ * Sets SIGPIPE to ignored when it is at its default: libuv writes with write(2), and a write racing a
+ * client's reset would otherwise kill the process. */
 int orch_httpd_new(uv_loop_t *loop, const struct orch_httpd_config *config, struct orch_httpd **ret);
 /* Stops listening, drops every connection (running close callbacks) and frees the server once all its
  * handles are closed; then calls done (optional). */

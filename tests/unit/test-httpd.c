@@ -4,6 +4,7 @@
 #include <netinet/in.h>
 #include <poll.h>
 #include <pthread.h>
+#include <signal.h>
 #include <stdatomic.h>
 #include <sys/socket.h>
 #include <time.h>
@@ -482,6 +483,18 @@ static void client_disconnect(struct fixture *f)
         usleep(100 * 1000);
         close(fd);
         orch_buf_puts(&f->log, wait_for(&f->closed, 2, 3000) ? "close callback\n" : "no close callback\n");
+        /* Gone with a reset while the stream keeps writing: the server must survive its next writes. */
+        fd = client_connect(f);
+        if (fd < 0)
+                return;
+        SEND(fd, "GET /flood HTTP/1.1\r\nHost: t\r\n\r\n");
+        usleep(50 * 1000);
+        {
+                struct linger lg = {.l_onoff = 1, .l_linger = 0};
+                setsockopt(fd, SOL_SOCKET, SO_LINGER, &lg, sizeof lg);
+        }
+        close(fd);
+        orch_buf_puts(&f->log, wait_for(&f->closed, 3, 3000) ? "close callback\n" : "no close callback\n");
 }
 
 START_TEST(test_client_disconnect)
@@ -490,8 +503,8 @@ START_TEST(test_client_disconnect)
         struct orch_httpd_config cfg = {0};
 
         run_fixture(&f, &cfg, client_disconnect);
-        ck_assert_str_eq(f.log.data, "close callback\nclose callback\n");
-        ck_assert_int_eq(f.closed_before_shutdown, 2);
+        ck_assert_str_eq(f.log.data, "close callback\nclose callback\nclose callback\n");
+        ck_assert_int_eq(f.closed_before_shutdown, 3);
         orch_buf_release(&f.log);
 }
 END_TEST
@@ -767,6 +780,35 @@ static void client_ipv6(struct fixture *f)
         close(fd);
 }
 
+static void client_leaves_congested(struct fixture *f)
+{
+        int fd = client_connect(f);
+        int rcv = 4096;
+
+        if (fd < 0)
+                return;
+        setsockopt(fd, SOL_SOCKET, SO_RCVBUF, &rcv, sizeof rcv);
+        SEND(fd, "GET /flood HTTP/1.1\r\nHost: t\r\n\r\n");
+        /* Once congested the server stops reading: it learns that we left from a failed write, not from a
+         * read, and must still run the close callback. */
+        for (unsigned i = 0; i < 300 && !atomic_load(&f->congested_seen); i++)
+                usleep(10 * 1000);
+        close(fd);
+        orch_buf_puts(&f->log, wait_for(&f->closed, 1, 5000) ? "close callback\n" : "no close callback\n");
+}
+
+START_TEST(test_client_leaves_while_congested)
+{
+        struct fixture f = {0};
+        struct orch_httpd_config cfg = {.write_high_water = 64 * 1024, .write_timeout_ms = 60 * 1000};
+
+        run_fixture(&f, &cfg, client_leaves_congested);
+        ck_assert_str_eq(f.log.data, "close callback\n");
+        ck_assert(atomic_load(&f.congested_seen));
+        orch_buf_release(&f.log);
+}
+END_TEST
+
 START_TEST(test_rude_streamer_bounded)
 {
         /* The handler ignores congestion and the write timeout is far away: the backlog cap drops the
@@ -819,6 +861,25 @@ START_TEST(test_ipv6_and_addresses)
 }
 END_TEST
 
+START_TEST(test_sigpipe_ignored)
+{
+        /* libuv writes with write(2): a write after a client's reset must not kill the daemon. */
+        struct orch_httpd *h;
+        struct orch_httpd_config cfg = {.listen = "127.0.0.1:0", .handler = handler};
+        struct sigaction sa;
+        uv_loop_t loop;
+
+        signal(SIGPIPE, SIG_DFL);
+        ck_assert_int_eq(uv_loop_init(&loop), 0);
+        ck_assert_int_eq(orch_httpd_new(&loop, &cfg, &h), 0);
+        ck_assert_int_eq(sigaction(SIGPIPE, NULL, &sa), 0);
+        ck_assert(sa.sa_handler == SIG_IGN);
+        orch_httpd_free(h, NULL, NULL);
+        ck_assert_int_eq(uv_run(&loop, UV_RUN_DEFAULT), 0);
+        ck_assert_int_eq(uv_loop_close(&loop), 0);
+}
+END_TEST
+
 START_TEST(test_bind_in_use)
 {
         struct orch_httpd *a, *b;
@@ -854,8 +915,10 @@ static Suite *httpd_suite(void)
         tcase_add_test(tc, test_misc);
         tcase_add_test(tc, test_slow_reader_dropped);
         tcase_add_test(tc, test_rude_streamer_bounded);
+        tcase_add_test(tc, test_client_leaves_while_congested);
         tcase_add_test(tc, test_ipv6_and_addresses);
         tcase_add_test(tc, test_bind_in_use);
+        tcase_add_test(tc, test_sigpipe_ignored);
         suite_add_tcase(s, tc);
         return s;
 }
