@@ -789,6 +789,11 @@ static int check_text(struct ctx *c, const struct field *f, size_t len)
         return 0;
 }
 
+/* The codec reads and writes the states through an int. */
+_Static_assert(sizeof(enum orch_instance_state) == sizeof(int) &&
+                       sizeof(enum orch_health_state) == sizeof(int),
+               "instance and health states are int-sized");
+
 #define STATE_CHOICES  "pending, starting, running, stopping, exited, failed"
 #define HEALTH_CHOICES "passing, failing, unknown"
 

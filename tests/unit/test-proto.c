@@ -594,6 +594,16 @@ START_TEST(test_decode_garbage)
 }
 END_TEST
 
+/* An event with valid identity fields, and a hello with valid registration fields and a driver:
+ * the cases below add the one field under test. */
+#define EVENT_HEAD                                                                                       \
+        "{\"type\":\"event\",\"seq\":1,\"instance\":\"web-1\",\"service\":\"web\",\"revision\":\"" REV_A \
+        "\",\"generation\":1,"
+#define HELLO_HEAD                                                                                        \
+        "{\"type\":\"hello\",\"proto\":1,\"node\":\"n\",\"token\":\"t\",\"address\":\"::1\",\"version\":" \
+        "\"1\","                                                                                          \
+        "\"capacity\":{\"cpu_millis\":1,\"memory\":1},\"drivers\":[\"exec\"],"
+
 START_TEST(test_decode_field_errors)
 {
         static const struct {
@@ -635,8 +645,7 @@ START_TEST(test_decode_field_errors)
                 {"{\"type\":\"welcome\",\"node\":\"-n\",\"heartbeat_ms\":1000,\"ttl_ms\":3000,\"server_"
                  "time\":1}",
                  "welcome.node: invalid node name \"-n\": expected at most 253 characters: dot-separated "
-                 "labels "
-                 "of letters, digits, '-' and '_'"},
+                 "labels of letters, digits, '-' and '_'"},
                 {"{\"type\":\"error\",\"error\":\"\"}", "error.error: must not be empty"},
                 {"{\"type\":\"error\",\"error\":7}", "error.error: expected a string, got 7"},
                 {"{\"type\":\"logs_cancel\",\"id\":0}",
@@ -667,13 +676,11 @@ START_TEST(test_decode_field_errors)
                 {"{\"type\":\"start\",\"id\":1,\"instances\":[{\"instance\":\"Web-1\",\"service\":\"web\","
                  "\"revision\":\"" REV_A "\",\"generation\":1}]}",
                  "start.instances[0].instance: invalid instance id \"Web-1\": expected <service>-<suffix>, "
-                 "the "
-                 "suffix 1 to 16 lower-case letters or digits"},
+                 "the suffix 1 to 16 lower-case letters or digits"},
                 {"{\"type\":\"start\",\"id\":1,\"instances\":[{\"instance\":\"web-\",\"service\":\"web\","
                  "\"revision\":\"" REV_A "\",\"generation\":1}]}",
                  "start.instances[0].instance: invalid instance id \"web-\": expected <service>-<suffix>, "
-                 "the "
-                 "suffix 1 to 16 lower-case letters or digits"},
+                 "the suffix 1 to 16 lower-case letters or digits"},
                 {"{\"type\":\"start\",\"id\":1,\"instances\":[{\"instance\":\"web-0123456789abcdefa\","
                  "\"service\":\"web\",\"revision\":\"" REV_A "\",\"generation\":1}]}",
                  "start.instances[0].instance: invalid instance id \"web-0123456789abcdefa\": expected "
@@ -682,14 +689,12 @@ START_TEST(test_decode_field_errors)
                  "\"revision\":\"" REV_A "\",\"generation\":1}]}",
                  "start.instances[0].instance: \"api-1\" does not belong to service \"web\""},
                 {"{\"type\":\"start\",\"id\":1,\"instances\":[{\"instance\":\"web-api-1\",\"service\":"
-                 "\"web\","
-                 "\"revision\":\"" REV_A "\",\"generation\":1}]}",
+                 "\"web\",\"revision\":\"" REV_A "\",\"generation\":1}]}",
                  "start.instances[0].instance: \"web-api-1\" does not belong to service \"web\""},
                 {"{\"type\":\"start\",\"id\":1,\"instances\":[{\"instance\":\"web-1\",\"service\":\"web\","
                  "\"revision\":\"0123456789ABCDEF\",\"generation\":1}]}",
                  "start.instances[0].revision: invalid revision \"0123456789ABCDEF\": expected 16 "
-                 "lower-case hex "
-                 "digits"},
+                 "lower-case hex digits"},
                 {"{\"type\":\"start\",\"id\":1,\"instances\":[{\"instance\":\"web-1\",\"service\":\"9web\","
                  "\"revision\":\"" REV_A "\",\"generation\":1}]}",
                  "start.instances[0].service: invalid service name \"9web\": expected "
@@ -704,59 +709,36 @@ START_TEST(test_decode_field_errors)
                  "\"error\":\"boom\"}]}",
                  "ack.results[0].ok: false, but the ack says ok"},
                 {"{\"type\":\"ack\",\"id\":1,\"ok\":false,\"error\":\"x\",\"results\":[{\"instance\":\"web-"
-                 "1\","
-                 "\"ok\":false}]}",
+                 "1\",\"ok\":false}]}",
                  "ack.results[0].error: required when ok is false"},
 
                 /* event: the report beside seq */
-                {"{\"type\":\"event\",\"seq\":1,\"instance\":\"web-1\",\"service\":\"web\",\"revision\":"
-                 "\"" REV_A "\",\"generation\":1,\"state\":\"lost\",\"health\":\"unknown\"}",
+                {EVENT_HEAD "\"state\":\"lost\",\"health\":\"unknown\"}",
                  "event.state: \"lost\" is decided by orchd, not reported by agents"},
-                {"{\"type\":\"event\",\"seq\":1,\"instance\":\"web-1\",\"service\":\"web\",\"revision\":"
-                 "\"" REV_A "\",\"generation\":1,\"state\":\"sleeping\",\"health\":\"unknown\"}",
+                {EVENT_HEAD "\"state\":\"sleeping\",\"health\":\"unknown\"}",
                  "event.state: expected one of pending, starting, running, stopping, exited, failed, got "
                  "\"sleeping\""},
-                {"{\"type\":\"event\",\"seq\":1,\"instance\":\"web-1\",\"service\":\"web\",\"revision\":"
-                 "\"" REV_A "\",\"generation\":1,\"state\":\"running\",\"health\":\"ok\"}",
+                {EVENT_HEAD "\"state\":\"running\",\"health\":\"ok\"}",
                  "event.health: expected one of passing, failing, unknown, got \"ok\""},
-                {"{\"type\":\"event\",\"seq\":1,\"instance\":\"web-1\",\"service\":\"web\",\"revision\":"
-                 "\"" REV_A
-                 "\",\"generation\":1,\"state\":\"running\",\"health\":\"passing\",\"ports\":{\"http\":0}}",
+                {EVENT_HEAD "\"state\":\"running\",\"health\":\"passing\",\"ports\":{\"http\":0}}",
                  "event.ports.http: expected an integer from 1 to 65535, got 0"},
-                {"{\"type\":\"event\",\"seq\":1,\"instance\":\"web-1\",\"service\":\"web\",\"revision\":"
-                 "\"" REV_A "\",\"generation\":1,\"state\":\"running\",\"health\":\"passing\",\"ports\":{"
-                            "\"http\":65536}}",
+                {EVENT_HEAD "\"state\":\"running\",\"health\":\"passing\",\"ports\":{\"http\":65536}}",
                  "event.ports.http: expected an integer from 1 to 65535, got 65536"},
-                {"{\"type\":\"event\",\"seq\":1,\"instance\":\"web-1\",\"service\":\"web\",\"revision\":"
-                 "\"" REV_A
-                 "\",\"generation\":1,\"state\":\"running\",\"health\":\"passing\",\"ports\":{\"HTTP\":80}}",
+                {EVENT_HEAD "\"state\":\"running\",\"health\":\"passing\",\"ports\":{\"HTTP\":80}}",
                  "event.ports: invalid port name \"HTTP\": expected ^[a-z][a-z0-9-]{0,30}$"},
-                {"{\"type\":\"event\",\"seq\":1,\"instance\":\"web-1\",\"service\":\"web\",\"revision\":"
-                 "\"" REV_A "\",\"generation\":1,\"state\":\"running\",\"health\":\"passing\",\"ports\":{"
-                            "\"a\":1,\"a\":2}}",
+                {EVENT_HEAD "\"state\":\"running\",\"health\":\"passing\",\"ports\":{\"a\":1,\"a\":2}}",
                  "event.ports: duplicate port \"a\""},
-                {"{\"type\":\"event\",\"seq\":1,\"instance\":\"web-1\",\"service\":\"web\",\"revision\":"
-                 "\"" REV_A
-                 "\",\"generation\":1,\"state\":\"running\",\"health\":\"passing\",\"pid\":4194305}",
+                {EVENT_HEAD "\"state\":\"running\",\"health\":\"passing\",\"pid\":4194305}",
                  "event.pid: expected an integer from 1 to 4194304, got 4194305"},
-                {"{\"type\":\"event\",\"seq\":1,\"instance\":\"web-1\",\"service\":\"web\",\"revision\":"
-                 "\"" REV_A
-                 "\",\"generation\":1,\"state\":\"exited\",\"health\":\"unknown\",\"exit\":{\"code\":256,"
-                 "\"signal\":0,\"oom\":false}}",
+                {EVENT_HEAD "\"state\":\"exited\",\"health\":\"unknown\",\"exit\":{\"code\":256,\"signal\":"
+                            "0,\"oom\":false}}",
                  "event.exit.code: expected an integer from 0 to 255, got 256"},
-                {"{\"type\":\"event\",\"seq\":1,\"instance\":\"web-1\",\"service\":\"web\",\"revision\":"
-                 "\"" REV_A
-                 "\",\"generation\":1,\"state\":\"exited\",\"health\":\"unknown\",\"exit\":{\"code\":0}}",
+                {EVENT_HEAD "\"state\":\"exited\",\"health\":\"unknown\",\"exit\":{\"code\":0}}",
                  "event.exit.signal: required field missing"},
-                {"{\"type\":\"event\",\"seq\":1,\"instance\":\"web-1\",\"service\":\"web\",\"revision\":"
-                 "\"" REV_A "\",\"generation\":1,\"state\":\"running\",\"health\":\"passing\",\"cgroup\":"
-                            "\"orch/web-1\"}",
+                {EVENT_HEAD "\"state\":\"running\",\"health\":\"passing\",\"cgroup\":\"orch/web-1\"}",
                  "event.cgroup: invalid cgroup path \"orch/web-1\": expected an absolute path without "
-                 "control "
-                 "characters"},
-                {"{\"type\":\"event\",\"seq\":1,\"instance\":\"web-1\",\"service\":\"web\",\"revision\":"
-                 "\"" REV_A
-                 "\",\"generation\":1,\"state\":\"running\",\"health\":\"passing\",\"cgroup\":\"/a\\nb\"}",
+                 "control characters"},
+                {EVENT_HEAD "\"state\":\"running\",\"health\":\"passing\",\"cgroup\":\"/a\\nb\"}",
                  "event.cgroup: invalid cgroup path \"/a\\x0ab\": expected an absolute path without control "
                  "characters"},
                 {"{\"type\":\"event\",\"seq\":1,\"instance\":\"api-1\",\"service\":\"web\",\"revision\":"
@@ -769,11 +751,12 @@ START_TEST(test_decode_field_errors)
                  "\"version\":\"1\",\"capacity\":{\"cpu_millis\":1,\"memory\":1},\"drivers\":[\"exec\"]}",
                  "hello.proto: expected an integer from 1 to 65535, got 0"},
                 {"{\"type\":\"hello\",\"proto\":1,\"node\":\"n\",\"token\":\"t o "
-                 "k\",\"address\":\"127.0.0.1\","
-                 "\"version\":\"1\",\"capacity\":{\"cpu_millis\":1,\"memory\":1},\"drivers\":[\"exec\"]}",
+                 "k\",\"address\":\"127.0.0.1\",\"version\":\"1\",\"capacity\":{\"cpu_millis\":1,\"memory\":"
+                 "1},\"drivers\":[\"exec\"]}",
                  "hello.token: invalid token: expected 1 to 1024 printable ASCII characters"},
-                {"{\"type\":\"hello\",\"proto\":1,\"node\":\"n\",\"token\":\"t\",\"address\":\"a b\","
-                 "\"version\":\"1\",\"capacity\":{\"cpu_millis\":1,\"memory\":1},\"drivers\":[\"exec\"]}",
+                {"{\"type\":\"hello\",\"proto\":1,\"node\":\"n\",\"token\":\"t\",\"address\":\"a "
+                 "b\",\"version\":\"1\",\"capacity\":{\"cpu_millis\":1,\"memory\":1},\"drivers\":[\"exec\"]"
+                 "}",
                  "hello.address: invalid address \"a b\": expected an IP address or a host name"},
                 {"{\"type\":\"hello\",\"proto\":1,\"node\":\"n\",\"token\":\"t\",\"address\":\"::1\","
                  "\"version\":\"1\",\"capacity\":{\"cpu_millis\":1},\"drivers\":[\"exec\"]}",
@@ -790,40 +773,25 @@ START_TEST(test_decode_field_errors)
                 {"{\"type\":\"hello\",\"proto\":1,\"node\":\"n\",\"token\":\"t\",\"address\":\"::1\","
                  "\"version\":\"1\",\"capacity\":{\"cpu_millis\":1,\"memory\":1},\"drivers\":[\"Exec\"]}",
                  "hello.drivers[0]: invalid driver name \"Exec\": expected ^[a-z][a-z0-9-]{0,30}$"},
-                {"{\"type\":\"hello\",\"proto\":1,\"node\":\"n\",\"token\":\"t\",\"address\":\"::1\","
-                 "\"version\":\"1\",\"capacity\":{\"cpu_millis\":1,\"memory\":1},\"drivers\":[\"exec\"],"
-                 "\"labels\":{\"zone\":\"eu 1\"}}",
+                {HELLO_HEAD "\"labels\":{\"zone\":\"eu 1\"}}",
                  "hello.labels.zone: invalid label value \"eu 1\": expected at most 63 of letters, digits, "
-                 "'.', "
-                 "'_', '-'"},
-                {"{\"type\":\"hello\",\"proto\":1,\"node\":\"n\",\"token\":\"t\",\"address\":\"::1\","
-                 "\"version\":\"1\",\"capacity\":{\"cpu_millis\":1,\"memory\":1},\"drivers\":[\"exec\"],"
-                 "\"labels\":{\"zone\":5}}",
-                 "hello.labels.zone: expected a string, got 5"},
-                {"{\"type\":\"hello\",\"proto\":1,\"node\":\"n\",\"token\":\"t\",\"address\":\"::1\","
-                 "\"version\":\"1\",\"capacity\":{\"cpu_millis\":1,\"memory\":1},\"drivers\":[\"exec\"],"
-                 "\"labels\":{\"a\\nb\":\"x\"}}",
+                 "'.', '_', '-'"},
+                {HELLO_HEAD "\"labels\":{\"zone\":5}}", "hello.labels.zone: expected a string, got 5"},
+                {HELLO_HEAD "\"labels\":{\"a\\nb\":\"x\"}}",
                  "hello.labels: invalid label key \"a\\x0ab\": expected 1 to 63 of letters, digits, '.', "
-                 "'_', '/', "
-                 "'-', starting with a letter or digit"},
-                {"{\"type\":\"hello\",\"proto\":1,\"node\":\"n\",\"token\":\"t\",\"address\":\"::1\","
-                 "\"version\":\"1\",\"capacity\":{\"cpu_millis\":1,\"memory\":1},\"drivers\":[\"exec\"],"
-                 "\"labels\":{\"a\":\"x\",\"\\u0061\":\"y\"}}",
+                 "'_', '/', '-', starting with a letter or digit"},
+                {HELLO_HEAD "\"labels\":{\"a\":\"x\",\"\\u0061\":\"y\"}}",
                  "hello.labels: duplicate label \"a\""},
-                {"{\"type\":\"hello\",\"proto\":1,\"node\":\"n\",\"token\":\"t\",\"address\":\"::1\","
-                 "\"version\":\"1\",\"capacity\":{\"cpu_millis\":1,\"memory\":1},\"drivers\":[\"exec\"],"
-                 "\"instances\":[{\"instance\":\"web-1\"}]}",
+                {HELLO_HEAD "\"instances\":[{\"instance\":\"web-1\"}]}",
                  "hello.instances[0].service: required field missing"},
-                {"{\"type\":\"hello\",\"proto\":1,\"node\":\"n\",\"token\":\"t\",\"address\":\"::1\","
-                 "\"version\":\"1\",\"capacity\":{\"cpu_millis\":1,\"memory\":1},\"drivers\":[\"exec\"],"
-                 "\"more\":\"no\"}",
-                 "hello.more: expected true or false, got \"no\""},
+                {HELLO_HEAD "\"more\":\"no\"}", "hello.more: expected true or false, got \"no\""},
 
                 /* spec */
                 {"{\"type\":\"spec\",\"id\":1,\"service\":\"web\",\"revision\":\"" REV_A "\",\"spec\":[]}",
                  "spec.spec: expected an object, got an array"},
-                {"{\"type\":\"spec\",\"id\":1,\"service\":\"web\",\"revision\":\"" REV_A "\",\"spec\":"
-                 "{\"name\":\"web\",\"name\":\"api\"}}",
+                {"{\"type\":\"spec\",\"id\":1,\"service\":\"web\",\"revision\":\"" REV_A "\",\"spec\":{"
+                 "\"name\":\"web\","
+                 "\"name\":\"api\"}}",
                  "spec.spec: invalid JSON: duplicate object key near '\"name\"'"},
         };
 
