@@ -17,6 +17,7 @@ lib_liborch_a_SOURCES = \
 	lib/units.c lib/units.h \
 	lib/util.c lib/util.h \
 	lib/yaml-tree.c lib/yaml-tree.h
+lib_liborch_a_SOURCES += lib/options.c lib/options.h
 
 ## llhttp is compiled from the C sources Debian's node-llhttp installs
 ## (configure finds them); lib/llhttp/*.c only #include them, nothing is copied.

@@ -1,5 +1,6 @@
 ## Unit tests (check): one program per module, tests/unit/test-<module>.c.
 UNIT_TESTS = \
+	tests/unit/test-options \
 	tests/unit/test-cgroup \
 	tests/unit/test-spawn \
 	tests/unit/test-health \
@@ -53,6 +54,10 @@ tests_unit_test_store_LDADD = $(STORE_LIBS) $(UNIT_LDADD)
 tests_unit_test_scheduler_SOURCES = tests/unit/test-scheduler.c tests/unit/testing.h
 tests_unit_test_scheduler_CPPFLAGS = $(UNIT_CPPFLAGS) -I$(top_srcdir)/orchd
 tests_unit_test_scheduler_LDADD = $(SCHED_LIBS) $(UNIT_LDADD)
+
+tests_unit_test_options_SOURCES = tests/unit/test-options.c tests/unit/testing.h
+tests_unit_test_options_CPPFLAGS = $(UNIT_CPPFLAGS)
+tests_unit_test_options_LDADD = $(UNIT_LDADD)
 
 ## Integration tests: shell scripts driving real processes (root; they skip with a reason otherwise).
 SH_LOG_COMPILER = $(SHELL)
