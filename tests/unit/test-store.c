@@ -548,7 +548,7 @@ static void kill_at_random(enum orch_store_durability durability, unsigned round
         }
         close(pipefd[1]);
         ck_assert_int_eq(orch_random_bytes(rnd, sizeof rnd), 0);
-        delay_us = 50000 + (uint64_t)(rnd[0] | rnd[1] << 8) % 250000 + round * 1000;
+        delay_us = 50000 + ((uint64_t)rnd[0] << 8 | rnd[1]) * 250000 / 65536 + round * 1000;
         usleep((useconds_t)delay_us);
         ck_assert_int_eq(kill(pid, SIGKILL), 0);
         ck_assert_int_eq(waitpid(pid, &status, 0), pid);
