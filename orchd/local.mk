@@ -12,13 +12,23 @@ orchd_libsched_a_SOURCES = orchd/scheduler.c orchd/scheduler.h
 orchd_libsched_a_CPPFLAGS = $(ORCH_CPPFLAGS)
 SCHED_LIBS = orchd/libsched.a
 
-## The control plane's core: the cluster model (state) and the reconciler (docs/control-plane.md).
+## The control plane's core (docs/control-plane.md): the cluster model (state), the reconciler,
+## the agent endpoint, the registry and the API handlers.
 noinst_LIBRARIES += orchd/libcore.a
 orchd_libcore_a_SOURCES = \
+	orchd/agents.c orchd/agents.h \
+	orchd/api.c orchd/api.h \
 	orchd/reconciler.c orchd/reconciler.h \
+	orchd/registry.c orchd/registry.h \
 	orchd/state.c orchd/state.h
 orchd_libcore_a_CPPFLAGS = $(ORCH_CPPFLAGS)
-CORE_LIBS = orchd/libcore.a $(SCHED_LIBS) $(STORE_LIBS)
+CORE_LIBS = orchd/libcore.a orchd/libhttpd.a $(SCHED_LIBS) $(STORE_LIBS)
+
+## orchd itself.
+sbin_PROGRAMS += orchd/orchd
+orchd_orchd_SOURCES = orchd/main.c
+orchd_orchd_CPPFLAGS = $(ORCH_CPPFLAGS) -I$(top_srcdir)/orchd
+orchd_orchd_LDADD = $(CORE_LIBS) $(ORCH_LIBS) lib/libllhttp.a $(LIBUV_LIBS)
 
 ## The HTTP/1.1 server of orchd's API and its router (docs/http.md); orchd and the tests link it.
 noinst_LIBRARIES += orchd/libhttpd.a
