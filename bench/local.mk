@@ -17,3 +17,10 @@ noinst_PROGRAMS += bench/store-bench
 bench_store_bench_SOURCES = bench/store-bench.c
 bench_store_bench_CPPFLAGS = $(ORCH_CPPFLAGS) -I$(top_srcdir)/orchd $(SQLITE_CFLAGS)
 bench_store_bench_LDADD = $(STORE_LIBS) $(ORCH_LIBS)
+
+## The exec driver's confinement: cgroup creation (direct vs libcgroup), N spawns into N cgroups,
+## restart latency after idle against the classic fork + cgroup.procs shim (docs/agent.md).
+noinst_PROGRAMS += bench/spawn-confine
+bench_spawn_confine_SOURCES = bench/spawn-confine.c
+bench_spawn_confine_CPPFLAGS = $(AGENT_CPPFLAGS)
+bench_spawn_confine_LDADD = $(AGENT_LIBS)
