@@ -660,6 +660,19 @@ void orch_api_publish_event(struct orch_api *api, uint64_t index, json_t *event)
                 return;
         orch_list_foreach_safe (p, t, &api->followers) {
                 struct follower *f = orch_list_entry(p, struct follower, link);
+                if (orch_httpd_stream_congested(f->req)) {
+                        /* a follower that cannot keep up is told where to resume, not fed forever */
+                        char msg[160];
+                        orch_snprintf(msg, sizeof msg,
+                                      "{\"error\":\"too slow to follow; resume with since=%" PRIu64 "\"}\n",
+                                      index - 1);
+                        orch_httpd_stream_write(f->req, msg, strlen(msg));
+                        orch_httpd_req_set_close_cb(f->req, NULL, NULL);
+                        orch_httpd_stream_end(f->req);
+                        orch_list_remove(&f->link);
+                        free(f);
+                        continue;
+                }
                 orch_httpd_stream_write(f->req, line, strlen(line));
                 orch_httpd_stream_write(f->req, "\n", 1);
         }

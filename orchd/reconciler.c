@@ -287,9 +287,16 @@ static int fail_rollout(struct orch_reconciler *rc, struct orch_svc *svc, const 
  * replicas - max_unavailable, where a new instance counts only after min_healthy of health.
  * Old instances that are not available go first: removing them costs no availability.
  */
+/* An instance to replace: of an older revision (a rollout), or on a draining node (a drain). */
+static bool is_old(const struct orch_svc *svc, const struct orch_inst *inst)
+{
+        return !streq(inst->revision, svc->revision) || (inst->node && inst->node->cordoned);
+}
+
 static int rollout_step(struct orch_reconciler *rc, struct orch_svc *svc, struct orch_inst **live,
                         size_t n_live)
 {
+        bool rollout = svc->rollout.state == ORCH_ROLLOUT_PROGRESSING;
         const struct orch_service *spec = svc->spec;
         uint32_t R = spec->replicas, surge = spec->update.max_surge, unavail = spec->update.max_unavailable;
         uint64_t now = orch_realtime_msec();
@@ -303,11 +310,12 @@ static int rollout_step(struct orch_reconciler *rc, struct orch_svc *svc, struct
                 return -ENOMEM;
         for (size_t i = 0; i < n_live; i++) {
                 struct orch_inst *inst = live[i];
-                if (streq(inst->revision, svc->revision)) {
+                if (!is_old(svc, inst)) {
                         n_new++;
                         if (available_long_enough(inst, now, spec->update.min_healthy_ms))
                                 new_avail++;
-                        else if (inst->restarts >= CRASH_LOOP_RESTARTS)
+                        else if (rollout && inst->restarts >= CRASH_LOOP_RESTARTS &&
+                                 streq(inst->revision, svc->rollout.to_revision))
                                 return fail_rollout(rc, svc, "new instances crash-loop");
                 } else {
                         n_old++;
@@ -320,7 +328,7 @@ static int rollout_step(struct orch_reconciler *rc, struct orch_svc *svc, struct
         }
 
         if (n_old == 0 && n_new >= R) {
-                if (svc->rollout.state == ORCH_ROLLOUT_PROGRESSING) {
+                if (rollout) {
                         svc->rollout.state = ORCH_ROLLOUT_COMPLETE;
                         rollout_message(svc, NULL);
                         orch_state_event(rc->st, ORCH_EVENT_ROLLOUT,
@@ -333,21 +341,23 @@ static int rollout_step(struct orch_reconciler *rc, struct orch_svc *svc, struct
                 return 0;
         }
 
-        /* progress: a new instance became available, or an old one went */
-        {
+        /* progress: a new instance became available, or an old one went (rollouts have a deadline;
+         * a drain waits as long as it takes) */
+        if (rollout) {
                 static const char fmt[] = "%zu of %u new instances available, %zu old left";
                 char msg[128];
+
                 orch_snprintf(msg, sizeof msg, fmt, new_avail, R, n_old);
                 if (!streq_ptr(svc->rollout.message, msg)) {
                         svc->rollout.last_progress = now;
                         rollout_message(svc, msg);
                 }
-        }
-        if (now > svc->rollout.last_progress + spec->update.progress_deadline_ms) {
-                char why[160], d[32];
-                orch_format_duration(spec->update.progress_deadline_ms, d, sizeof d);
-                orch_snprintf(why, sizeof why, "no progress within the progress deadline (%s)", d);
-                return fail_rollout(rc, svc, why);
+                if (now > svc->rollout.last_progress + spec->update.progress_deadline_ms) {
+                        char why[160], d[32];
+                        orch_format_duration(spec->update.progress_deadline_ms, d, sizeof d);
+                        orch_snprintf(why, sizeof why, "no progress within the progress deadline (%s)", d);
+                        return fail_rollout(rc, svc, why);
+                }
         }
 
         /* Old instances that are not available cost no availability: they go at once. */
@@ -426,14 +436,17 @@ static int reconcile_service(struct orch_reconciler *rc, struct orch_svc *svc)
                     (inst->desired_run &&
                      (inst->state == ORCH_INSTANCE_EXITED || inst->state == ORCH_INSTANCE_FAILED))) {
                         live[n_live++] = inst;
-                        if (!streq(inst->revision, svc->revision))
-                                rolling = true;
+                        if (is_old(svc, inst))
+                                rolling = true; /* a rollout, or a drain */
                 }
         }
 
         if (rolling || svc->rollout.state == ORCH_ROLLOUT_PROGRESSING) {
-                if (svc->rollout.state != ORCH_ROLLOUT_FAILED) {
-                        if (svc->rollout.state != ORCH_ROLLOUT_PROGRESSING) {
+                bool revisions_differ = false;
+                for (size_t i = 0; i < n_live && !revisions_differ; i++)
+                        revisions_differ = !streq(live[i]->revision, svc->revision);
+                if (svc->rollout.state != ORCH_ROLLOUT_FAILED || !revisions_differ) {
+                        if (svc->rollout.state != ORCH_ROLLOUT_PROGRESSING && revisions_differ) {
                                 /* old instances but no rollout record (orchd restarted mid-way) */
                                 svc->rollout.state = ORCH_ROLLOUT_PROGRESSING;
                                 svc->rollout.last_progress = orch_realtime_msec();

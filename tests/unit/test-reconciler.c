@@ -151,8 +151,7 @@ static size_t count_live(struct orch_svc *svc, const char *revision)
         struct orch_list *p;
         size_t n = 0;
 
-        orch_list_foreach(p, &svc->instances)
-        {
+        orch_list_foreach (p, &svc->instances) {
                 struct orch_inst *i = orch_list_entry(p, struct orch_inst, svc_link);
                 if (orch_inst_is_live(i) && (!revision || streq(i->revision, revision)))
                         n++;
@@ -167,8 +166,9 @@ START_TEST(test_spread_and_scale)
         bool seen[3] = {false};
 
         cluster_init(&c);
-        svc = apply(&c, "kind: service\nname: web\nreplicas: 3\ncommand: [/bin/sleep, '100']\n"
-                        "resources: {cpu: 100m, memory: 64Mi}\n",
+        svc = apply(&c,
+                    "kind: service\nname: web\nreplicas: 3\ncommand: [/bin/sleep, '100']\n"
+                    "resources: {cpu: 100m, memory: 64Mi}\n",
                     "created");
         run(&c);
         ck_assert_uint_eq(c.n_started, 3);
@@ -182,8 +182,9 @@ START_TEST(test_spread_and_scale)
         ck_assert_uint_eq(orch_state_node(c.st, "n1")->alloc_memory, 64ULL << 20);
 
         /* the same manifest again changes nothing */
-        apply(&c, "kind: service\nname: web\nreplicas: 3\ncommand: [/bin/sleep, '100']\n"
-                  "resources: {cpu: 100m, memory: 64Mi}\n",
+        apply(&c,
+              "kind: service\nname: web\nreplicas: 3\ncommand: [/bin/sleep, '100']\n"
+              "resources: {cpu: 100m, memory: 64Mi}\n",
               "unchanged");
         for (size_t i = 0; i < 3; i++)
                 report_available(orch_list_entry(svc->instances.next, struct orch_inst, svc_link), 10000);
@@ -214,8 +215,9 @@ START_TEST(test_pending_reason_and_capacity)
         struct orch_node *big;
 
         cluster_init(&c);
-        svc = apply(&c, "kind: service\nname: big\ncommand: [/bin/true]\nresources: {memory: 16Gi}\n"
-                        "placement: {constraints: ['zone=eu-1']}\n",
+        svc = apply(&c,
+                    "kind: service\nname: big\ncommand: [/bin/true]\nresources: {memory: 16Gi}\n"
+                    "placement: {constraints: ['zone=eu-1']}\n",
                     "created");
         run(&c);
         ck_assert_uint_eq(c.n_started, 0);
@@ -308,8 +310,9 @@ START_TEST(test_rollout_surge)
         ck_assert_int_eq(svc->rollout.state, ORCH_ROLLOUT_COMPLETE);
 
         /* scaling only does not roll */
-        apply(&c, "kind: service\nname: web\nreplicas: 3\ncommand: [/bin/sleep, '200']\n"
-                  "update: {max_surge: 1, max_unavailable: 0, min_healthy: 0s}\n",
+        apply(&c,
+              "kind: service\nname: web\nreplicas: 3\ncommand: [/bin/sleep, '200']\n"
+              "update: {max_surge: 1, max_unavailable: 0, min_healthy: 0s}\n",
               "updated");
         ck_assert_str_eq(svc->revision, rev2);
         run(&c);
@@ -393,6 +396,50 @@ START_TEST(test_persist_and_load)
 }
 END_TEST
 
+START_TEST(test_drain)
+{
+        struct cluster c;
+        struct orch_svc *svc;
+        struct orch_node *n1;
+        struct orch_inst *on_n1 = NULL;
+
+        cluster_init(&c);
+        svc = apply(&c,
+                    "kind: service\nname: web\nreplicas: 3\ncommand: [/bin/sleep, '100']\n"
+                    "update: {max_surge: 1, max_unavailable: 0, min_healthy: 0s}\n",
+                    "created");
+        run(&c);
+        ck_assert_uint_eq(c.n_started, 3);
+        for (size_t i = 0; i < 3; i++) {
+                report_available(c.started[i], 1000);
+                if (streq(c.started[i]->node->name, "n1"))
+                        on_n1 = c.started[i];
+        }
+        ck_assert_ptr_nonnull(on_n1);
+        n1 = orch_state_node(c.st, "n1");
+        n1->cordoned = true;
+        orch_state_set_node_state(c.st, n1, n1->state);
+        orch_state_mark_dirty(c.st, svc);
+        /* a replacement starts elsewhere first; the one on n1 keeps running (max_unavailable 0) */
+        run(&c);
+        ck_assert_uint_eq(c.n_started, 1);
+        ck_assert_uint_eq(c.n_stopped, 0);
+        ck_assert_str_ne(c.started[0]->node->name, "n1");
+        report_available(c.started[0], 1000);
+        orch_state_mark_dirty(c.st, svc);
+        run(&c);
+        ck_assert_uint_eq(c.n_stopped, 1);
+        ck_assert_ptr_eq(c.stopped[0], on_n1);
+        report_stopped(&c, on_n1);
+        orch_state_mark_dirty(c.st, svc);
+        run(&c);
+        ck_assert_uint_eq(orch_state_node(c.st, "n1")->n_instances, 0);
+        ck_assert_uint_eq(count_live(svc, NULL), 3);
+        ck_assert_int_ne(svc->rollout.state, ORCH_ROLLOUT_FAILED);
+        cluster_release(&c);
+}
+END_TEST
+
 static Suite *reconciler_suite(void)
 {
         Suite *s = suite_create("reconciler");
@@ -405,6 +452,7 @@ static Suite *reconciler_suite(void)
         tcase_add_test(tc, test_rollout_surge);
         tcase_add_test(tc, test_rollout_crash_loop_reverts);
         tcase_add_test(tc, test_persist_and_load);
+        tcase_add_test(tc, test_drain);
         suite_add_tcase(s, tc);
         return s;
 }
