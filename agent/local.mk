@@ -13,7 +13,12 @@ agent_libagent_a_SOURCES = \
 	agent/logs.c \
 	agent/logs.h \
 	agent/ports.c \
-	agent/ports.h
+	agent/ports.h \
+	agent/supervisor.c \
+	agent/supervisor.h \
+	agent/driver.h \
+	agent/driver-exec.c \
+	agent/driver-systemd.c
 agent_libagent_a_CPPFLAGS = $(ORCH_CPPFLAGS) $(CGROUP_CFLAGS) $(LIBUV_CFLAGS)
 
 ## What a program or test using the agent's modules links against.

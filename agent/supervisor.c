@@ -7,29 +7,24 @@
 #include <inttypes.h>
 #include <pwd.h>
 #include <signal.h>
-#include <sys/pidfd.h>
 #include <sys/resource.h>
 #include <sys/stat.h>
-#include <sys/syscall.h>
-#include <sys/wait.h>
 
 #include "cgroup.h"
+#include "driver.h"
 #include "hashmap.h"
 #include "health.h"
 #include "json.h"
 #include "log.h"
 #include "logs.h"
 #include "ports.h"
-#include "spawn.h"
 #include "supervisor.h"
 #include "units.h"
 #include "util.h"
 #include "banned.h"
 
 /* The PATH instances get when their manifest does not set one. */
-#define DEFAULT_PATH "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
-/* What is left in a cgroup after the main process exited gets this long to die of SIGKILL. */
-#define KILL_WAIT_USEC        (200 * 1000)
+#define DEFAULT_PATH          "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 #define RLIMIT_NOFILE_DEFAULT 65536
 
 struct inst {
@@ -53,24 +48,21 @@ struct inst {
         bool set_ids;
         char **envp;
         char **argv;
-        char *workdir;
+        char *workdir;    /* NULL: the driver's default */
         bool own_workdir; /* the default per-instance directory: removed when forgotten */
+        char *log_path;
 
         struct orch_sv_port *ports;
         size_t n_ports;
-        struct orch_cgroup *cg;
         struct orch_log_file *log;
         struct orch_health_check *check;
 
-        /* the process */
-        pid_t pid;
-        int pidfd;
-        bool adopted; /* not our child: no exit status */
-        uv_poll_t exit_poll;
-        bool exit_poll_active;
-        uv_poll_t oom_poll;
-        bool oom_poll_active;
-        uint64_t oom_base;
+        /* the process, run by a driver */
+        enum orch_driver driver;
+        struct orch_driver_unit *unit; /* NULL once the instance ended for good */
+        bool active;      /* a start or an adoption succeeded and its `exited` has not come yet */
+        pid_t pid;        /* 0 when not running (or while the driver has not said yet) */
+        bool adopted;     /* re-adopted after an agent restart: not our child, no exit status */
         uv_timer_t timer; /* backoff, stop timeout */
         bool timer_init;
         int open_handles;
@@ -113,6 +105,7 @@ struct orch_supervisor {
         bool freed;   /* orch_supervisor_free() was called: the last instance object frees sv */
         struct cred_cache *creds;
         size_t n_creds;
+        struct orch_driver_impl *drivers[_ORCH_DRIVER_MAX]; /* NULL: not built into this agent */
         bool shutting_down;
         void (*shutdown_done)(void *);
         void *shutdown_userdata;
@@ -120,7 +113,7 @@ struct orch_supervisor {
 
 static void inst_spawn(struct inst *in);
 static void supervisor_free_now(struct orch_supervisor *sv);
-static void inst_exited(struct inst *in, bool have_status, int code, int sig);
+static void inst_exited(struct inst *in, const struct orch_driver_exit *e);
 static void inst_persist(struct inst *in);
 static void inst_forget(struct inst *in);
 static void arm_unhealthy_stop(struct inst *in);
@@ -168,7 +161,7 @@ static void fill_info(const struct inst *in, struct orch_sv_info *info)
                 .exit_signal = in->exit_signal,
                 .exit_oom = in->exit_oom,
                 .reason = in->reason,
-                .cgroup = in->cg ? orch_cgroup_path(in->cg) : NULL,
+                .cgroup = in->unit ? in->unit->ops->cgroup_path(in->unit) : NULL,
         };
 }
 
@@ -387,7 +380,6 @@ static void inst_free_now(struct inst *in)
 {
         struct orch_supervisor *sv = in->sv;
 
-        orch_cgroup_free(in->cg);
         orch_service_free(in->spec);
         orch_strv_free(in->envp);
         orch_strv_free(in->argv);
@@ -396,6 +388,7 @@ static void inst_free_now(struct inst *in)
         free(in->ports);
         free(in->groups);
         free(in->workdir);
+        free(in->log_path);
         free(in->reason);
         free(in->id);
         free(in);
@@ -423,32 +416,25 @@ static void close_handle(struct inst *in, uv_handle_t *h)
         uv_close(h, handle_closed);
 }
 
-/* Releases the instance's process watchers (not its cgroup, ports or files). */
-static void stop_watching(struct inst *in)
+static void stop_health(struct inst *in)
 {
-        if (in->exit_poll_active) {
-                close_handle(in, (uv_handle_t *)&in->exit_poll);
-                in->exit_poll_active = false;
-        }
-        if (in->oom_poll_active) {
-                close_handle(in, (uv_handle_t *)&in->oom_poll);
-                in->oom_poll_active = false;
-        }
-        if (in->pidfd >= 0) {
-                close(in->pidfd);
-                in->pidfd = -1;
-        }
         if (in->check) {
                 orch_health_stop(in->check);
                 in->check = NULL;
         }
 }
 
-/* Drops the object once its handles are closed; the caller has already removed it from the map. */
+/* Drops the object once its handles are closed; the caller has already removed it from the map. The
+ * driver's unit goes without a cleanup: what runs keeps running (an agent stopping with
+ * --keep-instances), or the caller cleaned up already. */
 static void inst_release(struct inst *in)
 {
         in->freeing = true;
-        stop_watching(in);
+        stop_health(in);
+        if (in->unit) {
+                in->unit->ops->free_unit(in->unit);
+                in->unit = NULL;
+        }
         if (in->timer_init) {
                 uv_timer_stop(&in->timer);
                 close_handle(in, (uv_handle_t *)&in->timer);
@@ -469,56 +455,42 @@ static char *state_path(const struct inst *in)
         return orch_strdup_printf("%s/%s.json", in->sv->inst_dir, in->id);
 }
 
-/* Start time of a process in clock ticks since boot (/proc/PID/stat field 22): with the pid it
- * names the process uniquely, so a recycled pid is never mistaken for the instance. */
-static int proc_start_time(pid_t pid, uint64_t *ret)
-{
-        char path[64], *p, *save = NULL;
-        _cleanup_(freep) char *buf = NULL;
-        int field = 3, r;
-
-        orch_snprintf(path, sizeof path, "/proc/%d/stat", (int)pid);
-        r = orch_read_file(path, 4096, &buf, NULL);
-        if (r < 0)
-                return r;
-        p = strrchr(buf, ')'); /* the command name may contain spaces and parentheses */
-        if (!p)
-                return -EINVAL;
-        for (char *tok = strtok_r(p + 1, " ", &save); tok; tok = strtok_r(NULL, " ", &save), field++)
-                if (field == 22)
-                        return orch_parse_u64(tok, ret);
-        return -EINVAL;
-}
-
 /* Written without fsync: it must survive the agent's death, not the machine's (no instance
- * survives a reboot). */
+ * survives a reboot). Everything a next agent needs to find the instance again and to report it
+ * unchanged: where it runs (the driver's part), its counters, health and last exit. */
 static void inst_persist(struct inst *in)
 {
         _cleanup_(freep) char *path = state_path(in), *tmp = NULL, *s = NULL;
         _cleanup_json_ json_t *j = NULL, *spec = NULL, *ports = json_object();
-        uint64_t start_time = 0;
         int fd;
 
         if (!path || !ports || orch_service_to_json(in->spec, &spec) < 0)
                 return;
         for (size_t i = 0; i < in->n_ports; i++)
                 json_object_set_new(ports, in->ports[i].name, json_integer(in->ports[i].port));
-        if (in->pid > 0)
-                proc_start_time(in->pid, &start_time);
-        j = json_pack("{s:s, s:s, s:I, s:O, s:i, s:I, s:O, s:i, s:i, s:I, s:s, s:b, s:I}", "id", in->id,
-                      "revision", in->revision, "generation", (json_int_t)in->generation, "spec", spec,
-                      "pid", (json_int_t)in->pid, "start_time", (json_int_t)start_time, "ports", ports,
-                      "restarts", (json_int_t)in->restarts, "failures", (json_int_t)in->failures,
-                      "started_at", (json_int_t)in->started_at, "health",
-                      orch_health_state_to_string(in->health), "own_workdir", in->own_workdir, "oom_base",
-                      (json_int_t)in->oom_base);
-        if (!j || !(s = orch_json_dumps_compact(j)) || !(tmp = orch_strdup_printf("%s.tmp", path)))
+        j = json_pack(
+                "{s:s, s:s, s:I, s:s, s:O, s:s, s:i, s:O, s:I, s:I, s:I, s:s, s:b, s:b, s:b, s:i, s:i, "
+                "s:b, s:s?}",
+                "id", in->id, "revision", in->revision, "generation", (json_int_t)in->generation, "driver",
+                orch_driver_to_string(in->driver), "spec", spec, "state",
+                orch_instance_state_to_string(in->state), "pid", (int)in->pid, "ports", ports, "restarts",
+                (json_int_t)in->restarts, "failures", (json_int_t)in->failures, "started_at",
+                (json_int_t)in->started_at, "health", orch_health_state_to_string(in->health), "own_workdir",
+                in->own_workdir, "stop_requested", in->stop_requested, "has_exit", in->has_exit, "exit_code",
+                in->exit_code, "exit_signal", in->exit_signal, "exit_oom", in->exit_oom, "reason",
+                in->reason);
+        if (!j || (in->unit && in->unit->ops->save(in->unit, j) < 0) || !(s = orch_json_dumps_compact(j)) ||
+            !(tmp = orch_strdup_printf("%s.tmp", path)))
                 return;
         fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
-        if (fd < 0)
+        if (fd < 0) {
+                orch_log(ORCH_LOG_WARN, &in->log_ctx, "could not write its state file %s: %s", tmp,
+                         strerror(errno));
                 return;
+        }
         if (write(fd, s, strlen(s)) != (ssize_t)strlen(s) || close(fd) < 0 || rename(tmp, path) < 0) {
-                orch_log(ORCH_LOG_WARN, &in->log_ctx, "could not write its state file %s", path);
+                orch_log(ORCH_LOG_WARN, &in->log_ctx, "could not write its state file %s: %s", path,
+                         strerror(errno));
                 unlink(tmp);
         }
 }
@@ -548,39 +520,7 @@ static void remove_tree(const char *path)
         rmdir(path);
 }
 
-/* --- spawning (driver exec) ------------------------------------------------------------------ */
-
-static void exit_poll_cb(uv_poll_t *h, int status, int events)
-{
-        struct inst *in = container_of(h, struct inst, exit_poll);
-        siginfo_t si = {0};
-
-        if (in->adopted) {
-                /* not our child: the status went to its old parent (or init) */
-                inst_exited(in, false, -1, 0);
-                return;
-        }
-        if (waitid((idtype_t)P_PIDFD, (id_t)in->pidfd, &si, WEXITED | WNOHANG) < 0 || si.si_pid == 0) {
-                if (errno == ECHILD)
-                        inst_exited(in, false, -1, 0);
-                return;
-        }
-        if (si.si_code == CLD_EXITED)
-                inst_exited(in, true, si.si_status, 0);
-        else
-                inst_exited(in, true, -1, si.si_status);
-}
-
-static void oom_poll_cb(uv_poll_t *h, int status, int events)
-{
-        struct inst *in = container_of(h, struct inst, oom_poll);
-        uint64_t count = 0;
-
-        if (orch_cgroup_oom_drain(in->cg, &count) >= 0 && count > in->oom_base)
-                orch_log(ORCH_LOG_WARN, &in->log_ctx,
-                         "the kernel's OOM killer killed a process of the instance "
-                         "(memory limit reached)");
-}
+/* --- starting and watching ------------------------------------------------------------------ */
 
 static void health_cb(struct orch_health_check *c, enum orch_health_state old_state,
                       enum orch_health_state new_state, const char *reason, void *userdata)
@@ -602,8 +542,8 @@ static void health_cb(struct orch_health_check *c, enum orch_health_state old_st
                 in->check = NULL;
                 orch_health_stop(c);
                 set_state(in, ORCH_INSTANCE_STOPPING, why);
-                if (in->pid > 0 && kill(-in->pid, in->spec->stop.signal) < 0)
-                        kill(in->pid, in->spec->stop.signal);
+                if (in->active)
+                        in->unit->ops->stop(in->unit);
                 arm_unhealthy_stop(in);
                 return;
         } else
@@ -638,7 +578,7 @@ static int start_health(struct inst *in, uint64_t started_at)
                 .n_groups = in->n_groups,
                 .set_ids = in->set_ids,
                 .no_new_privs = in->spec->sandbox.no_new_privileges,
-                .cgroup = in->cg,
+                .cgroup = in->unit ? in->unit->ops->cgroup(in->unit) : NULL,
                 .output_fd = in->log ? orch_logs_file_fd(in->log) : -1,
                 .instance = in->id,
                 .cb = health_cb,
@@ -651,28 +591,6 @@ static int start_health(struct inst *in, uint64_t started_at)
                 p.port = in->ports[port_idx].port;
         }
         return orch_health_start(in->sv->loop, &p, &in->check);
-}
-
-static int watch_process(struct inst *in)
-{
-        int r, oom_fd, oom_events;
-
-        r = uv_poll_init(in->sv->loop, &in->exit_poll, in->pidfd);
-        if (r < 0)
-                return r;
-        in->open_handles++;
-        in->exit_poll_active = true;
-        r = uv_poll_start(&in->exit_poll, UV_READABLE, exit_poll_cb);
-        if (r < 0)
-                return r;
-        if (in->cg && in->spec->resources.memory > 0 &&
-            orch_cgroup_oom_fd(in->cg, &oom_fd, &oom_events) >= 0 &&
-            uv_poll_init(in->sv->loop, &in->oom_poll, oom_fd) >= 0) {
-                in->open_handles++;
-                in->oom_poll_active = true;
-                uv_poll_start(&in->oom_poll, oom_events, oom_poll_cb);
-        }
-        return 0;
 }
 
 static uint64_t backoff_ms(struct inst *in)
@@ -738,62 +656,32 @@ static int nofile_limit(void)
         return limit;
 }
 
-static void inst_spawn(struct inst *in)
+/* The start did not happen (the driver said so at once, or later): what the policy says. */
+static void start_failed(struct inst *in, const char *reason)
 {
-        struct orch_spawn_params p = {
-                .argv = in->argv,
-                .envp = in->envp,
-                .workdir = in->workdir,
-                .uid = in->uid,
-                .gid = in->gid,
-                .groups = in->groups,
-                .n_groups = in->n_groups,
-                .set_ids = in->set_ids,
-                .no_new_privs = in->spec->sandbox.no_new_privileges,
-                .stdin_fd = -1,
-                .stdout_fd = in->log ? orch_logs_file_fd(in->log) : -1,
-                .stderr_fd = in->log ? orch_logs_file_fd(in->log) : -1,
-                .cgroup = in->cg,
-                .nofile_limit = nofile_limit(),
-        };
-        struct orch_spawn_result res;
-        char reason[ORCH_SV_REASON_MAX];
-        int r;
-
-        if (in->started_at)
-                in->restarts++;
-        set_state(in, ORCH_INSTANCE_STARTING, NULL);
-        if (in->log)
-                orch_logs_check(in->log);
-        if (in->cg && in->spec->resources.memory > 0)
-                orch_cgroup_oom_count(in->cg, &in->oom_base);
-        r = orch_spawn(&p, &res, reason, sizeof reason);
-        in->started_at = orch_realtime_msec();
-        in->started_mono = orch_now_usec();
-        in->has_exit = false;
-        if (r < 0) {
-                orch_log(ORCH_LOG_WARN, &in->log_ctx, "cannot start: %s", reason);
-                if (should_restart(in, false) && !in->stop_requested)
-                        schedule_restart(in, reason);
-                else
-                        set_state(in, ORCH_INSTANCE_FAILED, reason);
-                inst_persist(in);
+        orch_log(ORCH_LOG_WARN, &in->log_ctx, "cannot start: %s", reason);
+        if (in->stop_requested) {
+                set_state(in, ORCH_INSTANCE_EXITED, "stopped");
+                inst_forget(in);
                 return;
         }
-        in->pid = res.pid;
-        in->pidfd = res.pidfd;
-        in->adopted = false;
-        r = watch_process(in);
-        if (r < 0) {
-                orch_log(ORCH_LOG_ERROR, &in->log_ctx, "cannot watch pid %d: %s", (int)in->pid,
-                         strerror(-r));
-                kill(in->pid, SIGKILL);
-        }
-        if (in->spec->health.type == ORCH_HEALTH_NONE) {
-                in->health = ORCH_HEALTH_UNKNOWN;
+        if (should_restart(in, false))
+                schedule_restart(in, reason);
+        else
+                set_state(in, ORCH_INSTANCE_FAILED, reason);
+        inst_persist(in);
+}
+
+/* The process runs: it is running now, or starting until its first passing health check. */
+static void inst_started(struct inst *in, pid_t pid)
+{
+        int r;
+
+        in->pid = pid;
+        in->health = ORCH_HEALTH_UNKNOWN;
+        if (in->spec->health.type == ORCH_HEALTH_NONE)
                 set_state(in, ORCH_INSTANCE_RUNNING, NULL);
-        } else {
-                in->health = ORCH_HEALTH_UNKNOWN;
+        else {
                 r = start_health(in, in->started_at);
                 if (r < 0)
                         orch_log(ORCH_LOG_ERROR, &in->log_ctx, "cannot start its health check: %s",
@@ -803,16 +691,85 @@ static void inst_spawn(struct inst *in)
         inst_persist(in);
 }
 
+static void unit_started(void *userdata, pid_t pid)
+{
+        struct inst *in = userdata;
+
+        if (in->stop_requested || in->restart_after_stop) {
+                /* stopping already: the driver's stop covers the process that just came up */
+                in->pid = pid;
+                emit(in, false);
+                return;
+        }
+        inst_started(in, pid);
+}
+
+static void unit_exited(void *userdata, const struct orch_driver_exit *e)
+{
+        struct inst *in = userdata;
+
+        in->active = false;
+        if (e->start_failed) {
+                char why[ORCH_SV_REASON_MAX];
+                orch_snprintf(why, sizeof why, "%s",
+                              e->reason ? e->reason : "the driver could not start it");
+                in->pid = 0;
+                if (in->timer_init)
+                        uv_timer_stop(&in->timer);
+                start_failed(in, why);
+                return;
+        }
+        inst_exited(in, e);
+}
+
+static const struct orch_driver_events unit_events = {
+        .started = unit_started,
+        .exited = unit_exited,
+};
+
+static void inst_spawn(struct inst *in)
+{
+        char reason[ORCH_SV_REASON_MAX] = "";
+        pid_t pid = 0;
+        int r = -ENODEV;
+
+        if (in->started_at)
+                in->restarts++;
+        set_state(in, ORCH_INSTANCE_STARTING, NULL);
+        if (in->log)
+                orch_logs_check(in->log);
+        if (in->unit)
+                r = in->unit->ops->start(in->unit, &pid, reason, sizeof reason);
+        else
+                orch_snprintf(reason, sizeof reason, "its driver released it");
+        in->started_at = orch_realtime_msec();
+        in->started_mono = orch_now_usec();
+        in->has_exit = false;
+        in->adopted = false;
+        if (r < 0) {
+                if (!*reason)
+                        orch_snprintf(reason, sizeof reason, "%s", strerror(-r));
+                start_failed(in, reason);
+                return;
+        }
+        in->active = true;
+        if (pid > 0)
+                inst_started(in, pid);
+        else
+                inst_persist(in); /* starting: the driver tells when it runs */
+}
+
 /* Everything the instance holds on the node goes: cgroup, ports, log file, work dir, state file. */
 static void release_resources(struct inst *in, bool remove_files)
 {
         struct orch_supervisor *sv = in->sv;
-        char reason[256];
+        char reason[ORCH_DRIVER_REASON_MAX] = "";
 
-        if (in->cg) {
-                if (orch_cgroup_remove(in->cg, reason, sizeof reason) < 0)
-                        orch_log(ORCH_LOG_ERROR, &in->log_ctx, "cgroup not removed: %s", reason);
-                in->cg = orch_cgroup_free(in->cg);
+        if (in->unit) {
+                if (in->unit->ops->cleanup(in->unit, remove_files, reason, sizeof reason) < 0)
+                        orch_log(ORCH_LOG_ERROR, &in->log_ctx, "not cleaned up: %s", reason);
+                in->unit->ops->free_unit(in->unit);
+                in->unit = NULL;
         }
         for (size_t i = 0; i < in->n_ports; i++)
                 if (sv->cfg.ports)
@@ -853,64 +810,42 @@ static void inst_forget(struct inst *in)
 static void stop_timeout_cb(uv_timer_t *t)
 {
         struct inst *in = container_of(t, struct inst, timer);
-        char reason[256];
 
         orch_log(ORCH_LOG_WARN, &in->log_ctx,
-                 "did not stop within its stop timeout; killing everything in its cgroup");
-        if (in->cg) {
-                if (orch_cgroup_kill(in->cg, KILL_WAIT_USEC, reason, sizeof reason) < 0)
-                        orch_log(ORCH_LOG_WARN, &in->log_ctx, "%s", reason);
-        } else if (in->pid > 0)
-                kill(-in->pid, SIGKILL);
+                 "did not stop within its stop timeout; killing all its processes");
+        if (in->unit)
+                in->unit->ops->kill(in->unit);
 }
 
-/* Kills what the main process left behind (a double-forked daemon, workers). */
-static void kill_leftovers(struct inst *in)
+static void inst_exited(struct inst *in, const struct orch_driver_exit *e)
 {
-        char reason[256];
-        int r;
-
-        if (!in->cg)
-                return;
-        r = orch_cgroup_is_empty(in->cg);
-        if (r == 1)
-                return;
-        r = orch_cgroup_kill(in->cg, KILL_WAIT_USEC, reason, sizeof reason);
-        if (r < 0)
-                orch_log(ORCH_LOG_WARN, &in->log_ctx, "leftover processes: %s", reason);
-}
-
-static void inst_exited(struct inst *in, bool have_status, int code, int sig)
-{
-        uint64_t oom = 0, ran_usec = orch_now_usec() - in->started_mono;
+        uint64_t ran_usec = orch_now_usec() - in->started_mono;
         char why[ORCH_SV_REASON_MAX];
         bool success;
 
-        stop_watching(in);
+        stop_health(in);
         in->pid = 0;
-        kill_leftovers(in);
-        if (in->cg && in->spec->resources.memory > 0 && orch_cgroup_oom_count(in->cg, &oom) >= 0 &&
-            oom > in->oom_base)
-                in->exit_oom = true;
-        else
-                in->exit_oom = false;
+        in->exit_oom = e->oom;
         in->has_exit = true;
-        in->exit_code = have_status ? code : -1;
-        in->exit_signal = have_status ? sig : 0;
-        success = have_status && code == 0;
+        in->exit_code = e->have_status ? e->code : -1;
+        in->exit_signal = e->have_status ? e->signal : 0;
+        success = e->have_status && e->code == 0;
 
         if (in->exit_oom) {
                 char lim[32];
                 orch_format_size(in->spec->resources.memory, lim, sizeof lim);
                 orch_snprintf(why, sizeof why, "OOM-killed (memory limit %s)", lim);
-        } else if (!have_status && in->adopted)
+        } else if (!e->have_status && e->reason)
+                orch_snprintf(why, sizeof why, "%s", e->reason);
+        else if (!e->have_status && in->adopted)
                 orch_snprintf(why, sizeof why, "exited (status unknown: re-adopted after an agent restart)");
-        else if (!have_status)
+        else if (!e->have_status)
                 orch_snprintf(why, sizeof why, "exited while the agent was away");
-        else if (sig)
-                orch_snprintf(why, sizeof why, "killed by signal %s", strna(orch_signal_to_string(sig)));
+        else if (e->signal)
+                orch_snprintf(why, sizeof why, "killed by signal %s",
+                              strna(orch_signal_to_string(e->signal)));
         else
-                orch_snprintf(why, sizeof why, "exited with code %d", code);
+                orch_snprintf(why, sizeof why, "exited with code %d", e->code);
 
         if (in->timer_init)
                 uv_timer_stop(&in->timer);
@@ -932,8 +867,7 @@ static void inst_exited(struct inst *in, bool have_status, int code, int sig)
         if (should_restart(in, success)) {
                 schedule_restart(in, why);
         } else {
-                if (in->cg)
-                        release_resources(in, false);
+                release_resources(in, false);
                 set_state(in, success ? ORCH_INSTANCE_EXITED : ORCH_INSTANCE_FAILED, why);
         }
         inst_persist(in);
@@ -946,8 +880,17 @@ static struct inst *find(const struct orch_supervisor *sv, const char *id)
         return orch_hmap_entry(orch_hmap_get(&sv->instances, id), struct inst, hnode);
 }
 
+/* An instance whose user systemd allocates (DynamicUser=): neither its uid nor a directory it can
+ * write is known before it runs. */
+static bool dynamic_user(const struct inst *in)
+{
+        return in->driver == ORCH_DRIVER_SYSTEMD && in->spec->sandbox.dynamic_user;
+}
+
 static int make_workdir(struct inst *in)
 {
+        if (!in->spec->workdir && dynamic_user(in))
+                return 0; /* the driver's: a StateDirectory systemd makes for the dynamic user */
         if (in->spec->workdir) {
                 in->workdir = strdup(in->spec->workdir);
                 return in->workdir ? 0 : -ENOMEM;
@@ -988,15 +931,26 @@ static int alloc_ports(struct inst *in, const uint16_t *fixed, char *reason, siz
         return 0;
 }
 
-/* Everything but the process: credentials, ports, environment, cgroup, log, work dir. */
-static int inst_prepare(struct inst *in, const uint16_t *fixed_ports, bool existing_cgroup, char *reason,
+/* Everything but the process: credentials, ports, environment, log, work dir, and the driver's
+ * confinement (existing: a previous agent's, to adopt). */
+static int inst_prepare(struct inst *in, const uint16_t *fixed_ports, bool existing, char *reason,
                         size_t reason_size)
 {
         struct orch_supervisor *sv = in->sv;
-        const struct cred_cache *cred;
+        struct orch_driver_impl *drv = sv->drivers[in->driver];
+        const struct cred_cache *cred = NULL;
+        struct orch_driver_params dp;
+        bool dyn = dynamic_user(in);
         int r;
 
-        r = resolve_creds(sv, in->spec->user, in->spec->group, &cred, reason, reason_size);
+        if (!drv) {
+                orch_snprintf(reason, reason_size, "driver '%s' is not available on this agent",
+                              orch_driver_to_string(in->driver));
+                return -EOPNOTSUPP;
+        }
+        /* a dynamic user is never root; health-check commands of such an instance run as nobody */
+        r = resolve_creds(sv, dyn ? "nobody" : in->spec->user, dyn ? NULL : in->spec->group, &cred, reason,
+                          reason_size);
         if (r < 0)
                 return r;
         if (cred->uid == 0 && !sv->cfg.allow_root) {
@@ -1044,44 +998,41 @@ static int inst_prepare(struct inst *in, const uint16_t *fixed_ports, bool exist
                         orch_snprintf(reason, reason_size, "cannot open the log file: %s", strerror(-r));
                         return r;
                 }
+                in->log_path = orch_strdup_printf("%s/%s.log", orch_logs_dir(sv->cfg.logs), in->id);
+                if (!in->log_path)
+                        return -ENOMEM;
         }
-        if (sv->cfg.cgroups) {
-                struct orch_cgroup_limits lim = {
-                        .cpu_millis = in->spec->resources.cpu_millis,
-                        .memory_bytes = in->spec->resources.memory,
-                        .pids_max = in->spec->resources.pids,
-                };
-                if (existing_cgroup)
-                        r = orch_cgroup_open(sv->cfg.cgroups, in->spec->name, in->id, &in->cg);
-                else {
-                        r = orch_cgroup_create(sv->cfg.cgroups, in->spec->name, in->id, &lim, &in->cg,
-                                               reason, reason_size);
-                        if (r == -EEXIST) {
-                                /* a leftover of a copy that was replaced: kill it and start clean */
-                                struct orch_cgroup *old = NULL;
-                                if (orch_cgroup_open(sv->cfg.cgroups, in->spec->name, in->id, &old) >= 0) {
-                                        orch_cgroup_remove(old, reason, reason_size);
-                                        orch_cgroup_free(old);
-                                }
-                                r = orch_cgroup_create(sv->cfg.cgroups, in->spec->name, in->id, &lim,
-                                                       &in->cg, reason, reason_size);
-                        }
-                }
-                if (r < 0)
-                        return r;
-        }
-        return 0;
+        dp = (struct orch_driver_params){
+                .id = in->id,
+                .spec = in->spec,
+                .argv = in->argv,
+                .envp = in->envp,
+                .workdir = in->workdir,
+                .user = dyn ? NULL : in->spec->user,
+                .group = dyn ? NULL : in->spec->group,
+                .uid = in->uid,
+                .gid = in->gid,
+                .groups = in->groups,
+                .n_groups = in->n_groups,
+                .set_ids = in->set_ids,
+                .nofile_limit = nofile_limit(),
+                .log_fd = in->log ? orch_logs_file_fd(in->log) : -1,
+                .log_path = in->log_path,
+                .events = &unit_events,
+                .userdata = in,
+        };
+        return drv->ops->prepare(drv, &dp, existing, &in->unit, reason, reason_size);
 }
 
 static struct inst *inst_new(struct orch_supervisor *sv, const char *id, uint64_t generation,
-                             const struct orch_service *spec, const char *revision)
+                             const struct orch_service *spec, const char *revision, enum orch_driver driver)
 {
         struct inst *in = calloc(1, sizeof *in);
 
         if (!in)
                 return NULL;
         in->sv = sv;
-        in->pidfd = -1;
+        in->driver = driver;
         in->exit_code = -1;
         in->generation = generation;
         in->id = strdup(id);
@@ -1105,6 +1056,24 @@ static struct inst *inst_new(struct orch_supervisor *sv, const char *id, uint64_
 static enum orch_driver effective_driver(const struct orch_supervisor *sv, const struct orch_service *spec)
 {
         return spec->driver == ORCH_DRIVER_DEFAULT ? sv->cfg.default_driver : spec->driver;
+}
+
+/* The manifest checks sandbox options against an explicit `driver`; without one, the agent's default
+ * decides, and only here is that known. */
+static int check_sandbox(const struct orch_service *spec, enum orch_driver driver, char *reason,
+                         size_t reason_size)
+{
+        const char *opt = spec->sandbox.private_tmp      ? "private_tmp"
+                          : spec->sandbox.protect_system ? "protect_system"
+                          : spec->sandbox.dynamic_user   ? "dynamic_user"
+                                                         : NULL;
+
+        if (driver == ORCH_DRIVER_SYSTEMD || !opt)
+                return 0;
+        orch_snprintf(reason, reason_size,
+                      "sandbox.%s needs driver systemd (this agent runs the service with driver %s)", opt,
+                      orch_driver_to_string(driver));
+        return -EOPNOTSUPP;
 }
 
 struct superseding {
@@ -1168,12 +1137,10 @@ int orch_supervisor_start(struct orch_supervisor *sv, const char *id, uint64_t g
                  * old copy is gone */
                 return supersede(sv, id, generation, spec, revision);
         }
-        if (effective_driver(sv, spec) != ORCH_DRIVER_EXEC) {
-                orch_snprintf(reason, reason_size, "driver '%s' is not available on this agent",
-                              orch_driver_to_string(effective_driver(sv, spec)));
-                return -EOPNOTSUPP;
-        }
-        nin = inst_new(sv, id, generation, spec, revision);
+        r = check_sandbox(spec, effective_driver(sv, spec), reason, reason_size);
+        if (r < 0)
+                return r;
+        nin = inst_new(sv, id, generation, spec, revision, effective_driver(sv, spec));
         if (!nin)
                 return -ENOMEM;
         r = inst_prepare(nin, NULL, false, reason, reason_size);
@@ -1209,7 +1176,7 @@ int orch_supervisor_stop(struct orch_supervisor *sv, const char *id, const char 
                 return 0; /* already on its way; the newest callback is called */
         in->stop_requested = true;
         in->restart_after_stop = false;
-        if (in->pid <= 0) {
+        if (!in->active) {
                 /* waiting for a restart, or ended: nothing to signal */
                 if (in->timer_init)
                         uv_timer_stop(&in->timer);
@@ -1218,14 +1185,10 @@ int orch_supervisor_stop(struct orch_supervisor *sv, const char *id, const char 
                 inst_forget(in);
                 return 0;
         }
-        if (in->check) {
-                orch_health_stop(in->check);
-                in->check = NULL;
-        }
+        stop_health(in);
         set_state(in, ORCH_INSTANCE_STOPPING, reason);
-        /* the whole process group of the main process: shells and their children hear it too */
-        if (kill(-in->pid, in->spec->stop.signal) < 0)
-                kill(in->pid, in->spec->stop.signal);
+        in->unit->ops->stop(in->unit);
+        inst_persist(in); /* an agent that dies now leaves a stop for the next one to finish */
         if (in->timer_init)
                 uv_timer_start(&in->timer, stop_timeout_cb, in->spec->stop.timeout_ms, 0);
         return 0;
@@ -1284,9 +1247,9 @@ int orch_supervisor_usage(const struct orch_supervisor *sv, const char *id, stru
 
         if (!in)
                 return -ENOENT;
-        if (!in->cg)
+        if (!in->unit)
                 return -ENODATA;
-        r = orch_cgroup_usage(in->cg, &u);
+        r = in->unit->ops->usage(in->unit, &u);
         if (r < 0)
                 return r;
         *ret = (struct orch_sv_usage){u.cpu_usec, u.memory_bytes, u.pids};
@@ -1301,34 +1264,45 @@ struct saved {
         const char *id;
         const char *revision;
         uint64_t generation;
-        pid_t pid;
-        uint64_t start_time;
+        enum orch_driver driver;
+        enum orch_instance_state state;
+        bool stop_requested;
+        bool own_workdir;
 };
 
 static int load_saved(struct orch_supervisor *sv, const char *file, struct saved *ret)
 {
         _cleanup_(freep) char *path = orch_strdup_printf("%s/%s", sv->inst_dir, file);
+        const char *driver = NULL, *state = NULL;
         json_t *spec;
         struct orch_diags d = {0};
-        int64_t pid = 0;
         int r;
 
         if (!path)
                 return -ENOMEM;
-        *ret = (struct saved){0};
+        *ret = (struct saved){.driver = ORCH_DRIVER_EXEC, .state = ORCH_INSTANCE_RUNNING};
         ret->j = json_load_file(path, 0, NULL);
         if (!ret->j || orch_json_get_string(ret->j, "id", &ret->id) < 0 ||
             orch_json_get_string(ret->j, "revision", &ret->revision) < 0 ||
             orch_json_get_u64(ret->j, "generation", &ret->generation) < 0 ||
             orch_json_get_object(ret->j, "spec", &spec) < 0)
                 return -EINVAL;
+        /* the file is named after the instance: two files can never claim one id */
+        if (strlen(file) != strlen(ret->id) + 5 || strncmp(file, ret->id, strlen(ret->id)) != 0)
+                return -EINVAL;
         r = orch_service_from_json(spec, path, &ret->spec, &d);
         orch_diags_release(&d);
         if (r < 0)
                 return r;
-        orch_json_get_i64(ret->j, "pid", &pid);
-        ret->pid = (pid_t)pid;
-        orch_json_get_u64(ret->j, "start_time", &ret->start_time);
+        /* files of agents before drivers and states were recorded: exec, and written while it ran */
+        if (orch_json_get_string(ret->j, "driver", &driver) >= 0 &&
+            (orch_driver_from_string(driver, &ret->driver) < 0 || ret->driver == ORCH_DRIVER_DEFAULT))
+                return -EINVAL;
+        if (orch_json_get_string(ret->j, "state", &state) >= 0 &&
+            (int)(ret->state = orch_instance_state_from_string(state)) < 0)
+                return -EINVAL;
+        orch_json_get_bool(ret->j, "stop_requested", &ret->stop_requested);
+        orch_json_get_bool(ret->j, "own_workdir", &ret->own_workdir);
         return 0;
 }
 
@@ -1338,34 +1312,105 @@ static void saved_release(struct saved *s)
         orch_service_free(s->spec);
 }
 
-/* Is the process of the state file still the instance? pid, start time and cgroup must agree. */
-static int open_live_process(struct orch_supervisor *sv, const struct saved *s, struct orch_cgroup *cg)
+/* Kills what is left of a saved instance and removes its files. -ENOTCONN (its driver cannot be
+ * reached) keeps the state file, so that a later agent can finish the job. */
+static int discard_saved(struct orch_supervisor *sv, const struct saved *s, const char *why)
 {
-        uint64_t st;
-        int pidfd;
+        struct orch_driver_impl *drv = sv->drivers[s->driver];
+        struct orch_log_ctx ctx = {.service = s->spec->name, .instance = s->id};
+        char reason[ORCH_DRIVER_REASON_MAX] = "";
+        _cleanup_(freep) char *wd = orch_strdup_printf("%s/%s", sv->inst_dir, s->id);
+        _cleanup_(freep) char *path = orch_strdup_printf("%s/%s.json", sv->inst_dir, s->id);
+        int r = 0;
 
-        if (s->pid <= 0)
-                return -ESRCH;
-        pidfd = (int)syscall(SYS_pidfd_open, s->pid, 0);
-        if (pidfd < 0)
-                return -errno;
-        if (proc_start_time(s->pid, &st) < 0 || st != s->start_time ||
-            (cg && orch_cgroup_has_process(cg, s->pid, pidfd) != 1)) {
-                close(pidfd);
-                return -ESRCH;
+        orch_log(ORCH_LOG_INFO, &ctx, "%s", why);
+        if (drv)
+                r = drv->ops->discard(drv, s->spec->name, s->id, reason, sizeof reason);
+        if (r == -ENOTCONN) {
+                orch_log(ORCH_LOG_ERROR, &ctx, "%s; its state file is kept for the next agent", reason);
+                return r;
         }
-        return pidfd;
+        if (r < 0)
+                orch_log(ORCH_LOG_ERROR, &ctx, "%s", reason);
+        if (sv->cfg.logs)
+                orch_logs_remove(sv->cfg.logs, s->id);
+        if (s->own_workdir && wd)
+                remove_tree(wd);
+        if (path)
+                unlink(path);
+        return r;
+}
+
+static void restore_counters(struct inst *in, const json_t *j)
+{
+        const char *h = NULL, *reason = NULL;
+
+        orch_json_get_u32(j, "restarts", &in->restarts);
+        orch_json_get_u32(j, "failures", &in->failures);
+        orch_json_get_u64(j, "started_at", &in->started_at);
+        orch_json_get_bool(j, "has_exit", &in->has_exit);
+        if (in->has_exit) {
+                int64_t code = -1, sig = 0;
+                orch_json_get_i64(j, "exit_code", &code);
+                orch_json_get_i64(j, "exit_signal", &sig);
+                in->exit_code = (int)code;
+                in->exit_signal = (int)sig;
+                orch_json_get_bool(j, "exit_oom", &in->exit_oom);
+        }
+        if (orch_json_get_string(j, "health", &h) >= 0)
+                in->health = orch_health_state_from_string(h);
+        if ((int)in->health < 0)
+                in->health = ORCH_HEALTH_UNKNOWN;
+        if (orch_json_get_string(j, "reason", &reason) >= 0)
+                set_reason(in, reason);
+}
+
+/* The ports recorded for the instance, in the order of its spec (0 for one that is missing). */
+static uint16_t *saved_ports(const struct saved *s)
+{
+        uint16_t *ports = calloc(s->spec->n_ports + 1, sizeof *ports);
+        json_t *jp;
+
+        if (ports && orch_json_get_object(s->j, "ports", &jp) >= 0)
+                for (size_t i = 0; i < s->spec->n_ports; i++) {
+                        uint32_t p = 0;
+                        orch_json_get_u32(jp, s->spec->ports[i].name, &p);
+                        ports[i] = (uint16_t)MIN(p, UINT16_MAX);
+                }
+        return ports;
+}
+
+/* An instance that had ended for good: reported as it was, holding nothing (no process, port or
+ * open file) until it is stopped and forgotten. */
+static int restore_ended(struct inst *in, const struct saved *s, const uint16_t *ports)
+{
+        in->ports = calloc(s->spec->n_ports + 1, sizeof *in->ports);
+        if (!in->ports)
+                return -ENOMEM;
+        for (size_t i = 0; i < s->spec->n_ports; i++) {
+                in->ports[i] = (struct orch_sv_port){strdup(s->spec->ports[i].name), ports ? ports[i] : 0};
+                if (!in->ports[i].name)
+                        return -ENOMEM;
+                in->n_ports++;
+        }
+        if (s->own_workdir) {
+                in->workdir = orch_strdup_printf("%s/%s", in->sv->inst_dir, in->id);
+                if (!in->workdir)
+                        return -ENOMEM;
+                in->own_workdir = true;
+        }
+        in->state = s->state;
+        return 0;
 }
 
 static void recover_one(struct orch_supervisor *sv, const char *file, bool adopt, size_t *adopted)
 {
-        struct saved s;
-        struct orch_cgroup *cg = NULL;
+        struct saved s = {0};
         struct inst *in = NULL;
         char reason[ORCH_SV_REASON_MAX] = "";
         _cleanup_(freep) uint16_t *ports = NULL;
-        json_t *jp;
-        int pidfd = -1, r;
+        pid_t pid = 0;
+        int r;
 
         r = load_saved(sv, file, &s);
         if (r < 0) {
@@ -1373,109 +1418,103 @@ static void recover_one(struct orch_supervisor *sv, const char *file, bool adopt
                 log_warn("instance state %s is unreadable (%s); removing it", file, strerror(-r));
                 if (path)
                         unlink(path);
-                saved_release(&s);
-                return;
+                goto out;
         }
-        if (sv->cfg.cgroups)
-                orch_cgroup_open(sv->cfg.cgroups, s.spec->name, s.id, &cg);
-        if (adopt)
-                pidfd = open_live_process(sv, &s, cg);
-
         if (!adopt) {
-                char why[256];
-                struct orch_log_ctx ctx = {.service = s.spec->name, .instance = s.id};
-                orch_log(ORCH_LOG_INFO, &ctx,
-                         "leftover of a previous agent run: killing and cleaning it up");
-                if (cg && orch_cgroup_remove(cg, why, sizeof why) < 0)
-                        orch_log(ORCH_LOG_ERROR, &ctx, "%s", why);
-                orch_cgroup_free(cg);
-                if (sv->cfg.logs)
-                        orch_logs_remove(sv->cfg.logs, s.id);
-                {
-                        _cleanup_(freep) char *wd = orch_strdup_printf("%s/%s", sv->inst_dir, s.id);
-                        _cleanup_(freep) char *path = orch_strdup_printf("%s/%s", sv->inst_dir, file);
-                        bool own = false;
-                        orch_json_get_bool(s.j, "own_workdir", &own);
-                        if (own && wd)
-                                remove_tree(wd);
-                        if (path)
-                                unlink(path);
-                }
-                saved_release(&s);
-                return;
+                discard_saved(sv, &s, "leftover of a previous agent run: killing and cleaning it up");
+                goto out;
         }
-
-        in = inst_new(sv, s.id, s.generation, s.spec, s.revision);
-        if (!in) {
-                orch_cgroup_free(cg);
-                if (pidfd >= 0)
-                        close(pidfd);
-                saved_release(&s);
-                return;
+        if (s.stop_requested) {
+                discard_saved(sv, &s,
+                              "was being stopped when the previous agent went away: finishing the stop");
+                goto out;
         }
-        orch_cgroup_free(cg);
-        ports = calloc(s.spec->n_ports + 1, sizeof *ports);
-        if (ports && orch_json_get_object(s.j, "ports", &jp) >= 0)
-                for (size_t i = 0; i < s.spec->n_ports; i++) {
-                        uint32_t p = 0;
-                        orch_json_get_u32(jp, s.spec->ports[i].name, &p);
-                        ports[i] = (uint16_t)p;
+        in = inst_new(sv, s.id, s.generation, s.spec, s.revision, s.driver);
+        ports = saved_ports(&s);
+        if (!in || !ports) {
+                log_error("instance %s: cannot re-adopt: out of memory", s.id);
+                if (in)
+                        inst_release(in);
+                goto out;
+        }
+        restore_counters(in, s.j);
+        if (s.state == ORCH_INSTANCE_EXITED || s.state == ORCH_INSTANCE_FAILED) {
+                r = restore_ended(in, &s, ports);
+                if (r < 0 || orch_hmap_insert(&sv->instances, &in->hnode, in->id) < 0) {
+                        log_error("instance %s: cannot restore its state: %s", s.id,
+                                  strerror(r < 0 ? -r : EEXIST));
+                        inst_release(in);
+                        goto out;
                 }
-        orch_json_get_u32(s.j, "restarts", &in->restarts);
-        orch_json_get_u32(s.j, "failures", &in->failures);
-        orch_json_get_u64(s.j, "started_at", &in->started_at);
-        orch_json_get_u64(s.j, "oom_base", &in->oom_base);
+                sv->n++;
+                emit(in, false);
+                goto out;
+        }
         r = inst_prepare(in, ports, true, reason, sizeof reason);
-        if (r < 0 && r != -ENOENT) {
-                orch_log(ORCH_LOG_ERROR, &in->log_ctx, "cannot re-adopt: %s",
-                         *reason ? reason : strerror(-r));
-                if (pidfd >= 0)
-                        close(pidfd);
+        if (r < 0) {
+                if (!*reason)
+                        orch_snprintf(reason, sizeof reason, "%s", strerror(-r));
                 release_resources(in, false);
                 inst_release(in);
-                saved_release(&s);
-                return;
+                if (r == -ENOTCONN)
+                        orch_log(ORCH_LOG_ERROR,
+                                 &(struct orch_log_ctx){.service = s.spec->name, .instance = s.id},
+                                 "cannot re-adopt: %s; its state file is kept for the next agent", reason);
+                else {
+                        char why[ORCH_SV_REASON_MAX + 64];
+                        orch_snprintf(why, sizeof why, "cannot re-adopt: %s; killing what is left of it",
+                                      reason);
+                        discard_saved(sv, &s, why);
+                }
+                goto out;
         }
         if (orch_hmap_insert(&sv->instances, &in->hnode, in->id) < 0) {
-                if (pidfd >= 0)
-                        close(pidfd);
                 release_resources(in, false);
                 inst_release(in);
-                saved_release(&s);
-                return;
+                goto out;
         }
         sv->n++;
-        if (pidfd >= 0) {
-                const char *h = NULL;
-                in->pid = s.pid;
-                in->pidfd = pidfd;
+        *reason = '\0';
+        r = in->unit->ops->adopt(in->unit, s.j, &pid, reason, sizeof reason);
+        if (r < 0)
+                orch_log(ORCH_LOG_ERROR, &in->log_ctx, "cannot tell whether it still runs: %s",
+                         *reason ? reason : strerror(-r));
+        if (r == 1) {
+                in->pid = pid;
+                in->active = true;
                 in->adopted = true;
                 in->started_mono =
                         orch_now_usec() -
                         (orch_realtime_msec() - MIN(in->started_at, orch_realtime_msec())) * USEC_PER_MSEC;
                 in->state = ORCH_INSTANCE_RUNNING;
-                if (orch_json_get_string(s.j, "health", &h) >= 0)
-                        in->health = orch_health_state_from_string(h);
-                if ((int)in->health < 0)
-                        in->health = ORCH_HEALTH_UNKNOWN;
                 if (in->spec->health.type != ORCH_HEALTH_NONE && in->health != ORCH_HEALTH_PASSING)
                         in->state = ORCH_INSTANCE_STARTING;
-                if (watch_process(in) < 0 || start_health(in, in->started_at) < 0)
-                        orch_log(ORCH_LOG_ERROR, &in->log_ctx, "re-adopted but not fully watched");
+                if (start_health(in, in->started_at) < 0)
+                        orch_log(ORCH_LOG_ERROR, &in->log_ctx,
+                                 "re-adopted, but its health check cannot run");
                 orch_log(ORCH_LOG_INFO, &in->log_ctx, "re-adopted pid %d", (int)in->pid);
                 (*adopted)++;
                 emit(in, false);
+                inst_persist(in);
+        } else if (s.state == ORCH_INSTANCE_PENDING) {
+                /* it was waiting out a backoff: the restart it was due */
+                emit(in, false);
+                inst_spawn(in);
         } else {
                 /* it died while no agent watched: what the restart policy says, with the reason */
-                kill_leftovers(in);
-                in->has_exit = true;
-                in->exit_code = -1;
+                struct orch_driver_exit e = {.code = -1};
                 orch_log(ORCH_LOG_WARN, &in->log_ctx, "exited while the agent was away");
                 in->state = ORCH_INSTANCE_RUNNING;
                 in->started_mono = 0;
-                inst_exited(in, false, -1, 0);
+                inst_exited(in, &e);
         }
+out:
         saved_release(&s);
+}
+
+static bool is_known(void *userdata, const char *id)
+{
+        return find(userdata, id) != NULL;
 }
 
 int orch_supervisor_recover(struct orch_supervisor *sv, bool adopt)
@@ -1483,8 +1522,6 @@ int orch_supervisor_recover(struct orch_supervisor *sv, bool adopt)
         DIR *d = opendir(sv->inst_dir);
         struct dirent *de;
         size_t adopted = 0;
-        struct orch_cgroup_name *names = NULL;
-        size_t n_names = 0;
 
         if (d) {
                 while ((de = readdir(d)))
@@ -1492,25 +1529,27 @@ int orch_supervisor_recover(struct orch_supervisor *sv, bool adopt)
                                 recover_one(sv, de->d_name, adopt, &adopted);
                 closedir(d);
         }
-        /* cgroups no state file explains: orphans of a crash between cgroup creation and the
-         * first state write, or of an older installation */
-        if (sv->cfg.cgroups && orch_cgroup_list(sv->cfg.cgroups, &names, &n_names) >= 0) {
-                for (size_t i = 0; i < n_names; i++) {
-                        struct orch_cgroup *cg = NULL;
-                        char why[256];
-                        if (find(sv, names[i].instance))
-                                continue;
-                        if (orch_cgroup_open(sv->cfg.cgroups, names[i].service, names[i].instance, &cg) < 0)
-                                continue;
-                        log_info("removing orphaned cgroup %s of a previous agent run",
-                                 orch_cgroup_path(cg));
-                        if (orch_cgroup_remove(cg, why, sizeof why) < 0)
-                                log_error("%s", why);
-                        orch_cgroup_free(cg);
-                }
-                orch_cgroup_names_free(names, n_names);
-        }
+        /* what no state file explains: orphans of a crash between creation and the first state
+         * write, or of an older installation */
+        for (size_t i = 0; i < _ORCH_DRIVER_MAX; i++)
+                if (sv->drivers[i])
+                        sv->drivers[i]->ops->sweep(sv->drivers[i], is_known, sv);
         return (int)adopted;
+}
+
+bool orch_supervisor_driver_available(const struct orch_supervisor *sv, enum orch_driver driver,
+                                      char *reason, size_t reason_size)
+{
+        if (driver == ORCH_DRIVER_DEFAULT)
+                driver = sv->cfg.default_driver;
+        if ((size_t)driver >= _ORCH_DRIVER_MAX || !sv->drivers[driver]) {
+                orch_snprintf(reason, reason_size, "driver '%s' is not built into this agent",
+                              orch_driver_to_string(driver));
+                return false;
+        }
+        if (driver == ORCH_DRIVER_SYSTEMD)
+                return orch_driver_systemd_available(sv->drivers[driver], reason, reason_size) > 0;
+        return true;
 }
 
 /* --- setup and shutdown --------------------------------------------------------------------- */
@@ -1519,6 +1558,7 @@ int orch_supervisor_new(uv_loop_t *loop, const struct orch_supervisor_config *cf
                         struct orch_supervisor **ret)
 {
         struct orch_supervisor *sv = calloc(1, sizeof *sv);
+        char why[ORCH_DRIVER_REASON_MAX];
         int r;
 
         if (!sv)
@@ -1533,9 +1573,20 @@ int orch_supervisor_new(uv_loop_t *loop, const struct orch_supervisor_config *cf
                 return -ENOMEM;
         }
         r = orch_mkdir_p(sv->inst_dir, 0711);
+        if (r >= 0)
+                r = orch_driver_exec_new(loop, cfg->cgroups, &sv->drivers[ORCH_DRIVER_EXEC]);
+        if (r >= 0)
+                r = orch_driver_systemd_new(loop, cfg->systemd_address, sv->node_name,
+                                            &sv->drivers[ORCH_DRIVER_SYSTEMD]);
         if (r < 0) {
                 orch_supervisor_free(sv);
                 return r;
+        }
+        if (!orch_supervisor_driver_available(sv, ORCH_DRIVER_SYSTEMD, why, sizeof why)) {
+                /* on a host without systemd that is the normal case, unless systemd was asked for */
+                orch_log(cfg->default_driver == ORCH_DRIVER_SYSTEMD || cfg->systemd_address ? ORCH_LOG_WARN
+                                                                                            : ORCH_LOG_INFO,
+                         NULL, "driver systemd is not available: %s", why);
         }
         sv->cfg.data_dir = sv->data_dir;
         sv->cfg.node_name = sv->node_name;
@@ -1553,6 +1604,9 @@ static void supervisor_free_now(struct orch_supervisor *sv)
                 free(sv->creds[i].home);
         }
         free(sv->creds);
+        for (size_t i = 0; i < _ORCH_DRIVER_MAX; i++)
+                if (sv->drivers[i])
+                        sv->drivers[i]->ops->free(sv->drivers[i]);
         free(sv->data_dir);
         free(sv->inst_dir);
         free(sv->node_name);

@@ -63,18 +63,22 @@ struct orch_sv_info {
 typedef void (*orch_sv_event_fn)(void *userdata, const struct orch_sv_info *info);
 
 struct orch_supervisor_config {
-        const char *data_dir;   /* instances/<id>/ (work dirs) and instances/<id>.json (state) live here */
-        const char *node_name;  /* ORCH_NODE */
+        const char *data_dir;  /* instances/<id>/ (work dirs) and instances/<id>.json (state) live here */
+        const char *node_name; /* ORCH_NODE */
         struct orch_cgroup_root *cgroups; /* NULL: no confinement (tests that run unprivileged) */
         struct orch_ports *ports;
         struct orch_logs *logs;
-        bool allow_root;        /* instances may run as root */
+        bool allow_root; /* instances may run as root */
         enum orch_driver default_driver;
+        /* Driver systemd: the manager to talk to, "unix:path=..." (a user manager's private socket,
+         * for tests), or NULL: $ORCH_SYSTEMD_ADDRESS when set, else the system manager. */
+        const char *systemd_address;
         orch_sv_event_fn on_event;
         void *userdata;
 };
 
-int orch_supervisor_new(uv_loop_t *loop, const struct orch_supervisor_config *cfg, struct orch_supervisor **ret);
+int orch_supervisor_new(uv_loop_t *loop, const struct orch_supervisor_config *cfg,
+                        struct orch_supervisor **ret);
 /* Frees what is left; call after orch_supervisor_shutdown() completed (or with no instances). */
 void orch_supervisor_free(struct orch_supervisor *sv);
 
@@ -86,7 +90,8 @@ void orch_supervisor_free(struct orch_supervisor *sv);
  * higher one the old copy is stopped and the new one started.
  */
 int orch_supervisor_start(struct orch_supervisor *sv, const char *id, uint64_t generation,
-                          const struct orch_service *spec, const char *revision, char *reason, size_t reason_size);
+                          const struct orch_service *spec, const char *revision, char *reason,
+                          size_t reason_size);
 
 typedef void (*orch_sv_done_fn)(void *userdata, const char *id);
 
@@ -95,8 +100,8 @@ typedef void (*orch_sv_done_fn)(void *userdata, const char *id);
  * cgroup, cgroup removed, ports released, work dir and logs removed. `done` (may be NULL) runs
  * when all of that is finished. -ENOENT for an unknown id (done is not called).
  */
-int orch_supervisor_stop(struct orch_supervisor *sv, const char *id, const char *reason, orch_sv_done_fn done,
-                         void *userdata);
+int orch_supervisor_stop(struct orch_supervisor *sv, const char *id, const char *reason,
+                         orch_sv_done_fn done, void *userdata);
 
 /* The generation held for an id, 0 when unknown. */
 uint64_t orch_supervisor_generation(const struct orch_supervisor *sv, const char *id);
@@ -122,6 +127,14 @@ int orch_supervisor_usage(const struct orch_supervisor *sv, const char *id, stru
  * leftover is killed and cleaned up. Each case is logged. Returns the number re-adopted.
  */
 int orch_supervisor_recover(struct orch_supervisor *sv, bool adopt);
+
+/*
+ * Whether instances can run with `driver` (ORCH_DRIVER_DEFAULT: the agent's default) on this agent:
+ * exec always; systemd when a manager answered at start, else false with the reason ("no systemd
+ * manager reachable at ADDRESS: ERROR"). What the agent advertises to orchd.
+ */
+bool orch_supervisor_driver_available(const struct orch_supervisor *sv, enum orch_driver driver,
+                                      char *reason, size_t reason_size);
 
 /*
  * Agent stop. keep_instances: leave them running for the next agent (their state files stay);

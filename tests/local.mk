@@ -145,3 +145,15 @@ tests_fuzz_fuzz_proto_CPPFLAGS = $(ORCH_CPPFLAGS)
 tests_fuzz_fuzz_proto_LDADD = $(ORCH_LIBS)
 tests_fuzz_fuzz_proto_LDFLAGS = $(AM_LDFLAGS) -fsanitize=fuzzer
 endif
+
+## agent: the supervisor (instance state machine) with the exec driver: real processes and cgroups.
+UNIT_TESTS += tests/unit/test-supervisor
+tests_unit_test_supervisor_SOURCES = tests/unit/test-supervisor.c tests/unit/testing.h
+tests_unit_test_supervisor_CPPFLAGS = $(UNIT_CPPFLAGS) $(AGENT_CPPFLAGS)
+tests_unit_test_supervisor_LDADD = $(AGENT_LIBS) $(UNIT_LDADD)
+
+## agent: the systemd driver against a real systemd user manager (skips where one cannot run).
+UNIT_TESTS += tests/unit/test-driver-systemd
+tests_unit_test_driver_systemd_SOURCES = tests/unit/test-driver-systemd.c tests/unit/testing.h
+tests_unit_test_driver_systemd_CPPFLAGS = $(UNIT_CPPFLAGS) $(AGENT_CPPFLAGS)
+tests_unit_test_driver_systemd_LDADD = $(AGENT_LIBS) $(UNIT_LDADD)

@@ -49,9 +49,14 @@ static void on_event(void *ud, const struct orch_sv_info *info)
         if (f->n >= ELEMENTSOF(f->recs))
                 return;
         r = &f->recs[f->n++];
-        *r = (struct rec){.state = info->state, .health = info->health, .restarts = info->restarts,
-                          .at_usec = orch_now_usec(), .forgotten = info->forgotten, .has_exit = info->has_exit,
-                          .oom = info->exit_oom, .code = info->exit_code};
+        *r = (struct rec){.state = info->state,
+                          .health = info->health,
+                          .restarts = info->restarts,
+                          .at_usec = orch_now_usec(),
+                          .forgotten = info->forgotten,
+                          .has_exit = info->has_exit,
+                          .oom = info->exit_oom,
+                          .code = info->exit_code};
         orch_strlcpy(r->reason, info->reason ? info->reason : "", sizeof r->reason);
         if (info->pid > 0)
                 f->last_pid = info->pid;
@@ -75,7 +80,8 @@ static void setup(struct fixture *f)
         chmod(f->dir, 0755);
         /* named after the runner too, so that the runner can clean up after a failed test */
         orch_snprintf(f->parent, sizeof f->parent, "orch-test-sv-%d-%d", (int)getppid(), (int)getpid());
-        ck_assert_msg(orch_cgroup_root_open(f->parent, 0, &f->root, reason, sizeof reason) == 0, "%s", reason);
+        ck_assert_msg(orch_cgroup_root_open(f->parent, 0, &f->root, reason, sizeof reason) == 0, "%s",
+                      reason);
         ck_assert_int_eq(orch_ports_new(31000, 31999, &f->ports), 0);
         ck_assert_int_eq(orch_logs_new(&f->loop, f->dir, 50, &f->logs), 0);
         cfg = (struct orch_supervisor_config){
@@ -178,8 +184,9 @@ START_TEST(test_start_stop)
         char reason[256];
 
         setup(&f);
-        ck_assert_int_eq(start(&f, "web-0", "kind: service\nname: web\nuser: root\ncommand: [/bin/sleep, '300']\n"
-                                            "resources: {memory: 64Mi, pids: 16, cpu: 200m}\n",
+        ck_assert_int_eq(start(&f, "web-0",
+                               "kind: service\nname: web\nuser: root\ncommand: [/bin/sleep, '300']\n"
+                               "resources: {memory: 64Mi, pids: 16, cpu: 200m}\n",
                                reason),
                          0);
         ck_assert(run_until(&f, is_running, 3000));
@@ -188,7 +195,8 @@ START_TEST(test_start_stop)
         ck_assert_msg(strstr(f.cgroup, "web-0") != NULL, "cgroup %s", f.cgroup);
         ck_assert_uint_eq(orch_supervisor_generation(f.sv, "web-0"), 1);
         /* the same generation again is a no-op */
-        ck_assert_int_eq(start(&f, "web-0", "kind: service\nname: web\nuser: root\ncommand: [/bin/sleep, '300']\n",
+        ck_assert_int_eq(start(&f, "web-0",
+                               "kind: service\nname: web\nuser: root\ncommand: [/bin/sleep, '300']\n",
                                reason),
                          0);
         ck_assert_int_eq(orch_supervisor_stop(f.sv, "web-0", "test", NULL, NULL), 0);
@@ -202,7 +210,8 @@ END_TEST
 
 static bool five_restarts(struct fixture *f)
 {
-        return f->n > 0 && f->recs[f->n - 1].restarts >= 5 && f->recs[f->n - 1].state == ORCH_INSTANCE_PENDING;
+        return f->n > 0 && f->recs[f->n - 1].restarts >= 5 &&
+               f->recs[f->n - 1].state == ORCH_INSTANCE_PENDING;
 }
 
 START_TEST(test_crash_loop_backoff)
@@ -213,11 +222,12 @@ START_TEST(test_crash_loop_backoff)
         size_t n = 0;
 
         setup(&f);
-        ck_assert_int_eq(start(&f, "crash-0",
-                               "kind: service\nname: crash\nuser: root\ncommand: 'exit 3'\n"
-                               "restart: {policy: always, backoff: 40ms, max_backoff: 320ms, reset_after: 60s}\n",
-                               reason),
-                         0);
+        ck_assert_int_eq(
+                start(&f, "crash-0",
+                      "kind: service\nname: crash\nuser: root\ncommand: 'exit 3'\n"
+                      "restart: {policy: always, backoff: 40ms, max_backoff: 320ms, reset_after: 60s}\n",
+                      reason),
+                0);
         ck_assert(run_until(&f, five_restarts, 8000));
         for (size_t i = 0; i < f.n && n < ELEMENTSOF(spawns); i++)
                 if (f.recs[i].state == ORCH_INSTANCE_STARTING)
@@ -273,7 +283,8 @@ START_TEST(test_double_fork_cleaned)
         /* the parent exits 0 at once; its grandchild escapes into a new session and sleeps */
         ck_assert_int_eq(start(&f, "daemon-0",
                                "kind: service\nname: daemon\nuser: root\n"
-                               "command: 'setsid sh -c \"exec sleep 7777\" </dev/null >/dev/null 2>&1 & sleep 0.3; exit 0'\n"
+                               "command: 'setsid sh -c \"exec sleep 7777\" </dev/null >/dev/null 2>&1 & "
+                               "sleep 0.3; exit 0'\n"
                                "restart: {policy: on-failure}\n",
                                reason),
                          0);
@@ -303,20 +314,21 @@ START_TEST(test_environment)
 
         setup(&f);
         setenv("ORCH_TEST_AGENT_SECRET", "leak", 1);
-        ck_assert_int_eq(start(&f, "envy-0",
-                               "kind: service\nname: envy\nuser: nobody\ncommand: 'env; echo END-OF-ENV; sleep 60'\n"
-                               "ports: [{name: http}, {name: admin-api}]\n"
-                               "env: {GREETING: 'hi ${ORCH_INSTANCE} on ${PORT}', OTHER: '${HOME_NOT_OURS}'}\n",
-                               reason),
-                         0);
+        ck_assert_int_eq(
+                start(&f, "envy-0",
+                      "kind: service\nname: envy\nuser: nobody\ncommand: 'env; echo END-OF-ENV; sleep 60'\n"
+                      "ports: [{name: http}, {name: admin-api}]\n"
+                      "env: {GREETING: 'hi ${ORCH_INSTANCE} on ${PORT}', OTHER: '${HOME_NOT_OURS}'}\n",
+                      reason),
+                0);
         ck_assert(run_until(&f, has_log_env, 5000));
         orch_snprintf(path, sizeof path, "%s/logs/envy-0.log", f.dir);
         ck_assert_int_eq(orch_read_file(path, 1 << 20, &buf, NULL), 0);
         ck_assert_msg(strstr(buf, "ORCH_INSTANCE=envy-0\n") && strstr(buf, "ORCH_SERVICE=envy\n") &&
                               strstr(buf, "ORCH_NODE=node-1\n") && strstr(buf, "PORT=31") &&
                               strstr(buf, "PORT_HTTP=31") && strstr(buf, "PORT_ADMIN_API=31") &&
-                              strstr(buf, "GREETING=hi envy-0 on 31") && strstr(buf, "OTHER=${HOME_NOT_OURS}") &&
-                              strstr(buf, "PATH=/usr/local/sbin"),
+                              strstr(buf, "GREETING=hi envy-0 on 31") &&
+                              strstr(buf, "OTHER=${HOME_NOT_OURS}") && strstr(buf, "PATH=/usr/local/sbin"),
                       "environment:\n%s", buf);
         ck_assert_msg(!strstr(buf, "ORCH_TEST_AGENT_SECRET"), "the agent's environment leaked:\n%s", buf);
         unsetenv("ORCH_TEST_AGENT_SECRET");
@@ -341,7 +353,8 @@ START_TEST(test_unhealthy_restart)
         ck_assert_int_eq(start(&f, "sick-0",
                                "kind: service\nname: sick\nuser: root\ncommand: [/bin/sleep, '300']\n"
                                "ports: [{name: http}]\n"
-                               "health: {type: tcp, interval: 100ms, timeout: 100ms, grace: 0s, unhealthy_threshold: 2}\n"
+                               "health: {type: tcp, interval: 100ms, timeout: 100ms, grace: 0s, "
+                               "unhealthy_threshold: 2}\n"
                                "restart: {backoff: 10ms}\nstop: {timeout: 1s}\n",
                                reason),
                          0);
