@@ -709,8 +709,12 @@ static void usage_cb(uv_timer_t *t)
         if (!w.items)
                 return;
         orch_supervisor_foreach(c->sv, usage_walk_cb, &w);
-        m.usage = (struct orch_proto_usage){.instances = w.items, .n_instances = w.n};
-        send_msg(c, &m);
+        /* frames of at most 10,000 instances: far below the codec's per-frame bound */
+        for (size_t off = 0; off < w.n; off += 10000) {
+                m.usage = (struct orch_proto_usage){.instances = w.items + off,
+                                                    .n_instances = MIN(w.n - off, (size_t)10000)};
+                send_msg(c, &m);
+        }
         free(w.items);
 }
 

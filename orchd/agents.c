@@ -20,6 +20,8 @@
 #define ACK_TIMEOUT_MSEC 30000
 /* An agent that does not read its commands: past this many queued bytes it is dropped. */
 #define WRITE_HIGH_WATER (256u * 1024 * 1024)
+/* A hello split over more frames than this is refused (each frame holds tens of thousands of instances). */
+#define HELLO_MAX_PARTS 64
 /* Agents reconnecting after an orchd restart get at least this long before their instances are lost. */
 #define STARTUP_GRACE_MSEC 10000
 
@@ -908,6 +910,12 @@ static void handle_frame(struct orch_agent_conn *c, const char *frame, size_t le
                 if (c->n_hello_parts > 0 && !streq(c->hello_parts[0]->hello.node, m->hello.node)) {
                         send_error(c, "hello parts name different nodes");
                         conn_close(c, NULL);
+                        orch_proto_msg_free(m);
+                        return;
+                }
+                if (c->n_hello_parts >= HELLO_MAX_PARTS) {
+                        send_error(c, "hello split over too many frames");
+                        conn_close(c, "hello too large");
                         orch_proto_msg_free(m);
                         return;
                 }
