@@ -52,7 +52,9 @@ struct exec_unit {
 static const struct orch_driver_ops exec_ops;
 
 /* Start time of a process in clock ticks since boot (/proc/PID/stat field 22): with the pid it
- * names the process uniquely, so a recycled pid is never mistaken for the instance. */
+ * names the process uniquely, so a recycled pid is never mistaken for the instance. -ESRCH for a
+ * process that has exited but is not reaped: an instance orphaned by a dead agent is reparented to
+ * PID 1, which may leave it a zombie, and a zombie is not a running instance. */
 static int proc_start_time(pid_t pid, uint64_t *ret)
 {
         char path[64], *p, *save = NULL;
@@ -66,9 +68,12 @@ static int proc_start_time(pid_t pid, uint64_t *ret)
         p = strrchr(buf, ')'); /* the command name may contain spaces and parentheses */
         if (!p)
                 return -EINVAL;
-        for (char *tok = strtok_r(p + 1, " ", &save); tok; tok = strtok_r(NULL, " ", &save), field++)
+        for (char *tok = strtok_r(p + 1, " ", &save); tok; tok = strtok_r(NULL, " ", &save), field++) {
+                if (field == 3 && (streq(tok, "Z") || streq(tok, "X")))
+                        return -ESRCH;
                 if (field == 22)
                         return orch_parse_u64(tok, ret);
+        }
         return -EINVAL;
 }
 

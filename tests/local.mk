@@ -157,3 +157,7 @@ UNIT_TESTS += tests/unit/test-driver-systemd
 tests_unit_test_driver_systemd_SOURCES = tests/unit/test-driver-systemd.c tests/unit/testing.h
 tests_unit_test_driver_systemd_CPPFLAGS = $(UNIT_CPPFLAGS) $(AGENT_CPPFLAGS)
 tests_unit_test_driver_systemd_LDADD = $(AGENT_LIBS) $(UNIT_LDADD)
+
+## Re-adoption after an agent restart (kill -9, SIGTERM with --keep-instances).
+TESTS += tests/integration/readopt.sh
+EXTRA_DIST += tests/integration/readopt.sh
