@@ -24,3 +24,15 @@ agent_libagent_a_CPPFLAGS = $(ORCH_CPPFLAGS) $(CGROUP_CFLAGS) $(LIBUV_CFLAGS)
 ## What a program or test using the agent's modules links against.
 AGENT_CPPFLAGS = $(ORCH_CPPFLAGS) $(CGROUP_CFLAGS) $(LIBUV_CFLAGS) -I$(top_srcdir)/agent
 AGENT_LIBS = agent/libagent.a $(ORCH_LIBS) $(CGROUP_LIBS) $(LIBUV_LIBS)
+
+## The systemd unit with this installation's paths, installed to $(systemdsystemunitdir);
+## tests/integration/units.sh verifies it.
+agentunitdir = $(systemdsystemunitdir)
+agentunit_DATA = agent/orch-agent.service
+EXTRA_DIST += agent/orch-agent.service.in
+CLEANFILES += agent/orch-agent.service
+agent/orch-agent.service: $(top_srcdir)/agent/orch-agent.service.in Makefile
+	$(AM_V_GEN)$(MKDIR_P) $(@D) && \
+	sed -e 's|@sbindir[@]|$(sbindir)|g' -e 's|@bindir[@]|$(bindir)|g' -e 's|@libexecdir[@]|$(libexecdir)|g' \
+	    -e 's|@sysconfdir[@]|$(sysconfdir)|g' -e 's|@localstatedir[@]|$(localstatedir)|g' \
+	    $(top_srcdir)/agent/orch-agent.service.in >$@.tmp && mv $@.tmp $@

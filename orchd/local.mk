@@ -39,3 +39,15 @@ orchd_libhttpd_a_SOURCES = \
 	orchd/router.h
 orchd_libhttpd_a_CPPFLAGS = $(ORCH_CPPFLAGS)
 HTTPD_LIBS = orchd/libhttpd.a $(LIBUV_LIBS)
+
+## The systemd unit with this installation's paths, installed to $(systemdsystemunitdir);
+## tests/integration/units.sh verifies it.
+orchdunitdir = $(systemdsystemunitdir)
+orchdunit_DATA = orchd/orchd.service
+EXTRA_DIST += orchd/orchd.service.in
+CLEANFILES += orchd/orchd.service
+orchd/orchd.service: $(top_srcdir)/orchd/orchd.service.in Makefile
+	$(AM_V_GEN)$(MKDIR_P) $(@D) && \
+	sed -e 's|@sbindir[@]|$(sbindir)|g' -e 's|@bindir[@]|$(bindir)|g' -e 's|@libexecdir[@]|$(libexecdir)|g' \
+	    -e 's|@sysconfdir[@]|$(sysconfdir)|g' -e 's|@localstatedir[@]|$(localstatedir)|g' \
+	    $(top_srcdir)/orchd/orchd.service.in >$@.tmp && mv $@.tmp $@

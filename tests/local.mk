@@ -161,3 +161,7 @@ tests_unit_test_driver_systemd_LDADD = $(AGENT_LIBS) $(UNIT_LDADD)
 ## Re-adoption after an agent restart (kill -9, SIGTERM with --keep-instances).
 TESTS += tests/integration/readopt.sh
 EXTRA_DIST += tests/integration/readopt.sh
+
+## The systemd units as built pass systemd-analyze verify.
+TESTS += tests/integration/units.sh
+EXTRA_DIST += tests/integration/units.sh
