@@ -25,6 +25,12 @@ agent_libagent_a_CPPFLAGS = $(ORCH_CPPFLAGS) $(CGROUP_CFLAGS) $(LIBUV_CFLAGS)
 AGENT_CPPFLAGS = $(ORCH_CPPFLAGS) $(CGROUP_CFLAGS) $(LIBUV_CFLAGS) -I$(top_srcdir)/agent
 AGENT_LIBS = agent/libagent.a $(ORCH_LIBS) $(CGROUP_LIBS) $(LIBUV_LIBS)
 
+## orch-agent itself: the connection to orchd and main.
+sbin_PROGRAMS += agent/orch-agent
+agent_orch_agent_SOURCES = agent/main.c agent/conn.c agent/conn.h
+agent_orch_agent_CPPFLAGS = $(AGENT_CPPFLAGS)
+agent_orch_agent_LDADD = $(AGENT_LIBS)
+
 ## The systemd unit with this installation's paths, installed to $(systemdsystemunitdir);
 ## tests/integration/units.sh verifies it.
 agentunitdir = $(systemdsystemunitdir)

@@ -118,14 +118,13 @@ static const char *suggest(const struct orch_options *o, const char *word, bool 
         return orch_suggest(word, names, n);
 }
 
-static void help_left(const char *name, const struct orch_option *opt, char *buf, size_t size)
+/* "--name METAVAR", or "--name[=BOOL]" for a switch. */
+static void help_left(const struct orch_option *opt, char *buf, size_t size)
 {
-        if (opt && opt->metavar)
-                orch_snprintf(buf, size, "--%s %s", name, opt->metavar);
-        else if (opt)
-                orch_snprintf(buf, size, "--%s[=BOOL]", name);
+        if (opt->metavar)
+                orch_snprintf(buf, size, "--%s %s", opt->name, opt->metavar);
         else
-                orch_snprintf(buf, size, "--%s", name);
+                orch_snprintf(buf, size, "--%s[=BOOL]", opt->name);
 }
 
 void orch_options_print_help(const struct orch_options *o, FILE *out)
@@ -138,7 +137,7 @@ void orch_options_print_help(const struct orch_options *o, FILE *out)
         int width = 24;
 
         for (size_t i = 0; i < o->n_table; i++) {
-                help_left(o->table[i].name, &o->table[i], left, sizeof left);
+                help_left(&o->table[i], left, sizeof left);
                 width = MAX(width, (int)strlen(left) + 2);
         }
 
@@ -148,9 +147,13 @@ void orch_options_print_help(const struct orch_options *o, FILE *out)
         fprintf(out, "\nOptions:\n");
         for (size_t i = 0; i < o->n_table; i++) {
                 const struct orch_option *opt = &o->table[i];
-                help_left(opt->name, opt, left, sizeof left);
-                fprintf(out, "      %-*s%s%s\n", width, left, opt->help,
-                        opt->repeatable ? " (repeatable)" : "");
+                help_left(opt, left, sizeof left);
+                if (opt->short_name)
+                        fprintf(out, "  -%c, %-*s%s%s\n", opt->short_name, width, left, opt->help,
+                                opt->repeatable ? " (repeatable)" : "");
+                else
+                        fprintf(out, "      %-*s%s%s\n", width, left, opt->help,
+                                opt->repeatable ? " (repeatable)" : "");
         }
         fprintf(out, "      %-*s%s\n", width, "--config FILE",
                 config_help ? config_help : "read options from FILE");
@@ -335,6 +338,7 @@ int orch_options_parse(const struct orch_options *o, int argc, char *argv[], voi
                        char **ret_error)
 {
         _cleanup_(freep) struct option *longopts = NULL;
+        _cleanup_(freep) char *shortopts = NULL;
         _cleanup_(freep) struct flag *flags = NULL;
         _cleanup_(freep) bool *given = NULL;
         const char *config = NULL;
@@ -348,8 +352,22 @@ int orch_options_parse(const struct orch_options *o, int argc, char *argv[], voi
         longopts = calloc(o->n_table + ELEMENTSOF(builtin_names) + 1, sizeof *longopts);
         flags = calloc((size_t)MAX(argc, 1), sizeof *flags);
         given = calloc(o->n_table + 1, sizeof *given);
-        if (!longopts || !flags || !given)
+        /* "+:h" then each one-letter alias, with ':' when it takes a value */
+        shortopts = calloc(4 + 2 * o->n_table, 1);
+        if (!longopts || !flags || !given || !shortopts)
                 return -ENOMEM;
+        {
+                size_t k = 0;
+                shortopts[k++] = '+';
+                shortopts[k++] = ':';
+                shortopts[k++] = 'h';
+                for (size_t i = 0; i < o->n_table; i++)
+                        if (o->table[i].short_name) {
+                                shortopts[k++] = o->table[i].short_name;
+                                if (o->table[i].metavar)
+                                        shortopts[k++] = ':';
+                        }
+        }
         for (size_t i = 0; i < o->n_table; i++)
                 longopts[n_long++] = (struct option){
                         .name = o->table[i].name,
@@ -372,11 +390,19 @@ int orch_options_parse(const struct orch_options *o, int argc, char *argv[], voi
                 const char *token, *name;
                 char buf[128], s[ORCH_YTREE_SHORT];
 
-                c = getopt_long(argc, argv, "+:h", longopts, &index);
+                c = getopt_long(argc, argv, shortopts, longopts, &index);
                 if (c == -1)
                         break;
                 token = first < argc ? argv[first] : "";
                 name = token_name(token, buf, sizeof buf);
+                /* a one-letter alias stands for its table entry */
+                for (size_t i = 0;
+                     c > 0 && c < OPT_TABLE && c != 'h' && c != '?' && c != ':' && i < o->n_table; i++)
+                        if (o->table[i].short_name == c) {
+                                c = OPT_TABLE + (int)i;
+                                name = o->table[i].name;
+                                break;
+                        }
 
                 if (c == '?' || c == ':') {
                         const struct orch_option *opt = name ? find_option(o, name, NULL) : NULL;

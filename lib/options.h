@@ -40,6 +40,7 @@ struct orch_option {
         bool repeatable;     /* may be given several times (a list in the file) */
         const char *help;    /* one line, with the default where there is one */
         orch_option_set_fn set;
+        char short_name;     /* a one-letter alias on the command line ('f' for -f), or 0 */
 };
 
 struct orch_options {

@@ -134,7 +134,10 @@ static int set_option(void *userdata, const char *name, const char *value, char 
         return -EINVAL;
 }
 
-#define OPT(name, metavar, help) {name, metavar, false, help, set_option}
+#define OPT(name, metavar, help)                          \
+        {                                                 \
+                name, metavar, false, help, set_option, 0 \
+        }
 static const struct orch_option options[] = {
         OPT("api-listen", "HOST:PORT", "the HTTP API [127.0.0.1:7070]"),
         OPT("agent-listen", "HOST:PORT", "where agents connect [127.0.0.1:7071]"),
@@ -142,7 +145,8 @@ static const struct orch_option options[] = {
         OPT("store", "URL", "state store: sqlite:DIR [sqlite:<data-dir>]"),
         OPT("heartbeat-interval", "DURATION", "agent heartbeat interval on a small cluster [1s]"),
         OPT("ttl-factor", "N", "a node is down after N intervals without a heartbeat [3]"),
-        OPT("max-heartbeat-rate", "N", "heartbeats per second orchd accepts in total; the interval grows [1000]"),
+        OPT("max-heartbeat-rate", "N",
+            "heartbeats per second orchd accepts in total; the interval grows [1000]"),
         OPT("drain-delay", "DURATION", "between leaving the registry and the stop signal [0s]"),
         OPT("store-no-fsync", NULL, "commit without fsync: survives orchd crashes, not power loss"),
         OPT("log-level", "LEVEL", "error, warn, info or debug [info]"),
@@ -403,7 +407,8 @@ int main(int argc, char **argv)
         uv_unref((uv_handle_t *)&trim);
         orch_daemon_watchdog_start(d.loop, &d.watchdog);
 
-        log_info("orchd %s serving the API on %s, agents on %s", ORCH_VERSION, d.opt.api_listen, d.opt.agent_listen);
+        log_info("orchd %s serving the API on %s, agents on %s", ORCH_VERSION, d.opt.api_listen,
+                 d.opt.agent_listen);
         orch_daemon_ready("serving");
         uv_run(d.loop, UV_RUN_DEFAULT);
 
