@@ -86,6 +86,8 @@ struct orch_conn {
         bool writing;
         struct orch_hmap specs;
         struct log_stream *streams;
+        /* the advertised address: --address, or the local address of the connection to orchd */
+        char local_address[64];
 };
 
 static void conn_drop(struct orch_conn *c, const char *why);
@@ -242,7 +244,7 @@ static void send_hello(struct orch_conn *c)
                 .proto = ORCH_PROTO_VERSION,
                 .node = c->cfg.node,
                 .token = c->cfg.token,
-                .address = c->cfg.address ? c->cfg.address : "",
+                .address = c->cfg.address && *c->cfg.address ? c->cfg.address : c->local_address,
                 .version = ORCH_VERSION,
                 .labels = labels,
                 .n_labels = c->cfg.n_labels,
@@ -732,6 +734,23 @@ static void connect_cb(uv_connect_t *req, int status)
         }
         uv_tcp_nodelay(&c->tcp, 1);
         uv_tcp_keepalive(&c->tcp, 1, 30);
+        {
+                /* the address this host reaches orchd from is the one orchd (and its gateway) can
+                 * reach the instances at, when --address does not say otherwise */
+                struct sockaddr_storage ss;
+                int len = sizeof ss;
+                c->local_address[0] = '\0';
+                if (uv_tcp_getsockname(&c->tcp, (struct sockaddr *)&ss, &len) == 0) {
+                        if (ss.ss_family == AF_INET)
+                                uv_ip4_name((struct sockaddr_in *)&ss, c->local_address,
+                                            sizeof c->local_address);
+                        else if (ss.ss_family == AF_INET6)
+                                uv_ip6_name((struct sockaddr_in6 *)&ss, c->local_address,
+                                            sizeof c->local_address);
+                }
+                if (!c->local_address[0])
+                        orch_strlcpy(c->local_address, "127.0.0.1", sizeof c->local_address);
+        }
         c->last_heard_usec = orch_now_usec();
         if (uv_read_start((uv_stream_t *)&c->tcp, alloc_cb, read_cb) < 0) {
                 conn_drop(c, "cannot read");
