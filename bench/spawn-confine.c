@@ -5,6 +5,7 @@
 #include <inttypes.h>
 #include <limits.h>
 #include <poll.h>
+#include <pthread.h>
 #include <signal.h>
 #include <sys/pidfd.h>
 #include <sys/resource.h>
@@ -27,7 +28,11 @@
  *            exec (the pidfd wake-up, reaping, the cgroup check and the spawn)
  *   baseline after the same idle period: the classic shim, fork + the pid
  *            written to each v1 hierarchy's cgroup.procs + exec
- * usage: spawn-confine [N] [IDLE_MS] [ROUNDS] [--v1-only]
+ *   threads  the N spawns from T threads at once (--threads T): orch_spawn()
+ *            blocks its thread until the child has exec'd, and under CPU
+ *            contention that is mostly the child waiting for a CPU, which
+ *            spawns from several threads overlap
+ * usage: spawn-confine [N] [IDLE_MS] [ROUNDS] [--v1-only] [--threads T]
  * Everything it makes lives under /orch-bench-<pid> and is removed at exit.
  */
 
@@ -212,35 +217,67 @@ static void bench_create_libcgroup(struct orch_cgroup_root *root, size_t n)
         }
 }
 
-static void bench_spawn(struct orch_cgroup_root *root, size_t n)
+struct spawn_job {
+        struct orch_cgroup **cgs;
+        int *pidfds;
+        size_t n, first, step;
+};
+
+static void *spawn_worker(void *arg)
+{
+        struct spawn_job *job = arg;
+
+        for (size_t i = job->first; i < job->n; i += job->step)
+                job->pidfds[i] = spawn(job->cgs[i]).pidfd;
+        return NULL;
+}
+
+static void bench_spawn(struct orch_cgroup_root *root, size_t n, unsigned threads)
 {
         struct orch_cgroup **cgs = calloc(n, sizeof *cgs);
         int *pidfds = calloc(n, sizeof *pidfds);
-        char name[32], reason[512];
-        uint64_t t0, create_us = 0, t;
+        struct spawn_job *jobs = calloc(threads, sizeof *jobs);
+        pthread_t *tids = calloc(threads, sizeof *tids);
+        char name[32], reason[512], label[64];
+        uint64_t t0, t1;
         long rss0 = rss_kib();
         double cpu0;
         int r;
 
-        if (!cgs || !pidfds)
+        if (!cgs || !pidfds || !jobs || !tids)
                 die("calloc", -ENOMEM, NULL);
         cpu0 = cpu_ms();
         t0 = orch_now_usec();
         for (size_t i = 0; i < n; i++) {
                 orch_snprintf(name, sizeof name, "i%zu", i);
-                t = orch_now_usec();
                 r = orch_cgroup_create(root, "spawn", name, &limits, &cgs[i], reason, sizeof reason);
                 if (r < 0)
                         die("create", r, reason);
-                create_us += orch_now_usec() - t;
-                pidfds[i] = spawn(cgs[i]).pidfd;
         }
-        printf("%-44s %8.1f ms (cgroups %.1f ms, spawns %.1f ms)\n", "N instances running (create + spawn)",
-               ms_since(t0), (double)create_us / 1000.0, ms_since(t0) - (double)create_us / 1000.0);
+        t1 = orch_now_usec();
+        for (unsigned k = 0; k < threads; k++) {
+                jobs[k] = (struct spawn_job){
+                        .cgs = cgs, .pidfds = pidfds, .n = n, .first = k, .step = threads};
+                r = pthread_create(&tids[k], NULL, spawn_worker, &jobs[k]);
+                if (r != 0)
+                        die("pthread_create", -r, NULL);
+        }
+        for (unsigned k = 0; k < threads; k++)
+                pthread_join(tids[k], NULL);
+        orch_snprintf(label, sizeof label, "N instances running, %u thread%s", threads,
+                      threads > 1 ? "s" : "");
+        printf("%-44s %8.1f ms (cgroups %.1f ms, spawns %.1f ms)\n", label, ms_since(t0),
+               (double)(t1 - t0) / 1000.0, ms_since(t1));
         printf("%-44s %8.1f ms\n", "  of which CPU time of this process", cpu_ms() - cpu0);
         printf("%-44s %8ld KiB (+%ld KiB for N instances' objects and pidfds)\n", "bench process RSS",
                rss_kib(), rss_kib() - rss0);
+        /* As an agent stops everything: signal all, then remove each as it empties. */
         t0 = orch_now_usec();
+        for (size_t i = 0; i < n; i++) {
+                r = orch_cgroup_kill(cgs[i], 0, reason, sizeof reason);
+                if (r < 0 && r != -EBUSY)
+                        die("kill", r, reason);
+        }
         for (size_t i = 0; i < n; i++) {
                 siginfo_t si;
 
@@ -254,6 +291,8 @@ static void bench_spawn(struct orch_cgroup_root *root, size_t n)
         printf("%-44s %8.1f ms\n", "N instances stopped (kill, reap, rmdir)", ms_since(t0));
         free(cgs);
         free(pidfds);
+        free(jobs);
+        free(tids);
 }
 
 static void bench_restart(struct orch_cgroup_root *root, unsigned idle_ms, size_t rounds)
@@ -356,7 +395,7 @@ static void bench_baseline(unsigned idle_ms, size_t rounds)
 int main(int argc, char **argv)
 {
         size_t n = 1000, rounds = 21;
-        unsigned idle_ms = 200, flags = 0;
+        unsigned idle_ms = 200, flags = 0, threads = 1;
         struct orch_cgroup_root *root = NULL;
         char reason[512];
         int r, pos = 0;
@@ -365,7 +404,11 @@ int main(int argc, char **argv)
                 uint32_t v;
                 if (streq(argv[i], "--v1-only"))
                         flags |= ORCH_CGROUP_ROOT_V1_ONLY;
-                else if (orch_parse_u32(argv[i], &v) == 0 && v > 0 && pos < 3) {
+                else if (streq(argv[i], "--threads") && i + 1 < argc &&
+                         orch_parse_u32(argv[i + 1], &v) == 0 && v > 0 && v <= 256) {
+                        threads = v;
+                        i++;
+                } else if (orch_parse_u32(argv[i], &v) == 0 && v > 0 && pos < 3) {
                         if (pos == 0)
                                 n = v;
                         else if (pos == 1)
@@ -374,7 +417,8 @@ int main(int argc, char **argv)
                                 rounds = v;
                         pos++;
                 } else {
-                        fprintf(stderr, "usage: spawn-confine [N] [IDLE_MS] [ROUNDS] [--v1-only]\n");
+                        fprintf(stderr,
+                                "usage: spawn-confine [N] [IDLE_MS] [ROUNDS] [--v1-only] [--threads T]\n");
                         return 2;
                 }
         }
@@ -400,7 +444,9 @@ int main(int argc, char **argv)
         }
         bench_create(root, n);
         bench_create_libcgroup(root, n);
-        bench_spawn(root, n);
+        bench_spawn(root, n, 1);
+        if (threads > 1)
+                bench_spawn(root, n, threads);
         bench_restart(root, idle_ms, rounds);
         if (orch_cgroup_root_mode(root) != ORCH_CGROUP_V2)
                 bench_baseline(idle_ms, rounds);
