@@ -44,5 +44,12 @@ struct orch_spawn_result {
         int pidfd; /* owned by the caller; poll it for the exit, waitid(P_PIDFD) for the status */
 };
 
-/* Returns 0, or -errno with `reason` (at least 256 bytes) describing which step failed. */
+/*
+ * Returns 0, or -errno with `reason` (at least 256 bytes) describing which step failed.
+ *
+ * It blocks the calling thread until the child has exec'd (CLONE_VFORK): tens to hundreds of microseconds
+ * on an idle host, a scheduling slice or so under CPU contention, when the child waits for a CPU in its
+ * new cgroup. It keeps no shared state, so several threads may spawn at once (different params and
+ * cgroups) to overlap those waits; bench/spawn-confine --threads shows the effect (docs/agent.md).
+ */
 int orch_spawn(const struct orch_spawn_params *p, struct orch_spawn_result *ret, char *reason, size_t reason_size);
