@@ -6,3 +6,7 @@ dist_doc_DATA += docs/manifest.md
 
 ## HTTP: the parser's strictness rules, limits, the API server and the client (lib/http.c, orchd/httpd.c).
 dist_doc_DATA += docs/http.md
+
+## The daemons' man pages and the design notes.
+dist_man_MANS += docs/man/orchd.8 docs/man/orch-agent.8
+dist_doc_DATA += docs/architecture.md docs/control-plane.md docs/protocol.md docs/operations.md
