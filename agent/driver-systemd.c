@@ -1535,8 +1535,6 @@ int orch_driver_systemd_new(uv_loop_t *loop, const char *address, const char *no
         uv_timer_init(loop, &d->reconnect);
         d->timer.data = d->reconnect.data = d;
         d->open_handles = 2;
-        /* the reconnect timer must not keep a loop alive that has nothing else to do */
-        uv_unref((uv_handle_t *)&d->reconnect);
         bus_connect(d);
         *ret = &d->base;
         return 0;

@@ -37,10 +37,10 @@ static char address[128];
 static char cgroup_name[64];
 static bool made_system_dir;
 static bool made_run_user;
-/* what a manager makes under /run/systemd for namespaces and dynamic users: removed again when it
- * was not there before (and is empty) */
+/* what a manager makes under /run/systemd (for namespaces, dynamic users, a re-execution): removed
+ * again when it was not there before (a directory only when empty) */
 static const char *const manager_dirs[] = {"/run/systemd/unit-root", "/run/systemd/dynamic-uid",
-                                           "/run/systemd/propagate"};
+                                           "/run/systemd/propagate", "/run/systemd/systemd-units-load"};
 static bool had_manager_dir[ELEMENTSOF(manager_dirs)];
 
 struct rec {
@@ -145,7 +145,7 @@ static void manager_stop(void)
                 fprintf(stderr, "cannot remove /var/lib/orch-test-sd-%d-*\n", (int)getpid());
         for (size_t i = 0; i < ELEMENTSOF(manager_dirs); i++)
                 if (!had_manager_dir[i])
-                        rmdir(manager_dirs[i]);
+                        remove(manager_dirs[i]); /* a directory only when empty */
         if (made_system_dir && rmdir("/run/systemd/system") < 0)
                 fprintf(stderr, "cannot remove /run/systemd/system: %s\n", strerror(errno));
         made_system_dir = false;
@@ -755,6 +755,59 @@ START_TEST(test_readopt)
 }
 END_TEST
 
+/* systemctl daemon-reexec: the manager serializes itself, execs, and drops every private connection. */
+static void manager_reexec(void)
+{
+        sd_bus *bus = NULL;
+        int r = sd_bus_new(&bus);
+
+        if (r >= 0)
+                r = sd_bus_set_address(bus, address);
+        if (r >= 0)
+                r = sd_bus_start(bus);
+        ck_assert_int_ge(r, 0);
+        /* the answer may be lost with the connection: only sending it matters */
+        sd_bus_call_method(bus, "org.freedesktop.systemd1", "/org/freedesktop/systemd1",
+                           "org.freedesktop.systemd1.Manager", "Reexecute", NULL, NULL, NULL);
+        sd_bus_flush_close_unref(bus);
+}
+
+static pid_t victim;
+
+static bool replaced(struct fixture *f)
+{
+        return is_running(f) && last(f)->pid != victim;
+}
+
+START_TEST(test_manager_reexec)
+{
+        struct fixture f;
+        char reason[ORCH_SV_REASON_MAX];
+
+        setup(&f);
+        ck_assert_int_eq(start(&f, "sdt-reexec-0",
+                               "kind: service\nname: sdt-reexec\nuser: root\ncommand: [/bin/sleep, '300']\n"
+                               "restart: {backoff: 10ms}\n",
+                               reason),
+                         0);
+        ck_assert(run_until(&f, is_running, 5000));
+        /* killed while the agent cannot hear the manager: found out when it is back */
+        victim = last(&f)->pid;
+        manager_reexec();
+        ck_assert_int_eq(kill(victim, SIGKILL), 0);
+        ck_assert_msg(run_until(&f, replaced, 10000), "state %s: %s",
+                      orch_instance_state_to_string(last(&f)->state), last(&f)->reason);
+        ck_assert_uint_eq(last(&f)->restarts, 1);
+        /* and on the new connection, signals flow again */
+        victim = last(&f)->pid;
+        ck_assert_int_eq(kill(victim, SIGKILL), 0);
+        ck_assert_msg(run_until(&f, replaced, 5000), "state %s: %s",
+                      orch_instance_state_to_string(last(&f)->state), last(&f)->reason);
+        ck_assert_uint_eq(last(&f)->restarts, 2);
+        teardown(&f);
+}
+END_TEST
+
 START_TEST(test_unreachable)
 {
         struct fixture f;
@@ -800,6 +853,7 @@ static Suite *driver_systemd_suite(void)
         tcase_add_test(tc, test_sandbox);
         tcase_add_test(tc, test_dynamic_user);
         tcase_add_test(tc, test_readopt);
+        tcase_add_test(tc, test_manager_reexec);
         tcase_add_test(tc, test_unreachable);
         suite_add_tcase(s, tc);
         return s;
