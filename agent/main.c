@@ -411,6 +411,7 @@ int main(int argc, char **argv)
         orch_log_set_program("orch-agent");
         orch_log_open_auto();
         signal(SIGPIPE, SIG_IGN);
+        orch_daemon_raise_nofile(); /* two descriptors per instance (pidfd, OOM) */
 
         a.opt.server = strdup("127.0.0.1:7071");
         a.opt.port_range = strdup(ORCH_PORTS_DEFAULT_RANGE);

@@ -2,12 +2,27 @@
 #include "config.h"
 
 #include <stdarg.h>
+#include <sys/resource.h>
 
 #include <systemd/sd-daemon.h>
 
 #include "daemon.h"
 #include "util.h"
 #include "banned.h"
+
+long orch_daemon_raise_nofile(void)
+{
+        struct rlimit rl;
+
+        if (getrlimit(RLIMIT_NOFILE, &rl) < 0)
+                return -errno;
+        if (rl.rlim_cur < rl.rlim_max) {
+                rl.rlim_cur = rl.rlim_max;
+                if (setrlimit(RLIMIT_NOFILE, &rl) < 0)
+                        return -errno;
+        }
+        return rl.rlim_cur == RLIM_INFINITY ? (long)INT32_MAX : (long)rl.rlim_cur;
+}
 
 static bool under_systemd(void)
 {

@@ -18,6 +18,11 @@ struct orch_daemon_watchdog {
         bool active;
 };
 
+/* Raises the soft RLIMIT_NOFILE to the hard limit: a daemon holding thousands of connections or
+ * instances (two descriptors each) must not stop at the common soft default of 1024. Returns the
+ * new soft limit. */
+long orch_daemon_raise_nofile(void);
+
 /* Sends READY=1 and a STATUS= line. */
 void orch_daemon_ready(const char *status);
 _printf_(1, 2) void orch_daemon_status(const char *fmt, ...);

@@ -292,6 +292,7 @@ int main(int argc, char **argv)
         orch_log_set_program("orchd");
         orch_log_open_auto();
         signal(SIGPIPE, SIG_IGN);
+        orch_daemon_raise_nofile(); /* thousands of agent and API connections */
 
         d.opt.api_listen = strdup("127.0.0.1:7070");
         d.opt.agent_listen = strdup("127.0.0.1:7071");
