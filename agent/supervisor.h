@@ -85,9 +85,10 @@ void orch_supervisor_free(struct orch_supervisor *sv);
 /*
  * Starts an instance. The spec is copied. Returns 0 once the instance is accepted (its events
  * follow: pending, starting, running...), or -errno with a reason for a person: a user that does
- * not exist, root without --allow-root, a driver this agent cannot run, no free port. Starting an
- * id that exists with the same generation is a no-op (0); with a lower one, -ESTALE; with a
- * higher one the old copy is stopped and the new one started.
+ * not exist, root without --allow-root, a driver this agent cannot run (with the driver's reason,
+ * "driver systemd: no systemd manager reachable at ..."), a systemd-only sandbox option with the
+ * exec driver, no free port. Starting an id that exists with the same generation is a no-op (0);
+ * with a lower one, -ESTALE; with a higher one the old copy is stopped and the new one started.
  */
 int orch_supervisor_start(struct orch_supervisor *sv, const char *id, uint64_t generation,
                           const struct orch_service *spec, const char *revision, char *reason,
@@ -120,11 +121,14 @@ struct orch_sv_usage {
 int orch_supervisor_usage(const struct orch_supervisor *sv, const char *id, struct orch_sv_usage *ret);
 
 /*
- * Agent start: finds what a previous agent left in the data dir and the cgroup tree. With
- * `adopt`, live instances whose pid, start time and cgroup still match are re-adopted (watched
- * with a pidfd, health checks and log rotation resumed, reported as they are) and the dead ones
- * are restarted per their policy (reason: exited while the agent was away); without it every
- * leftover is killed and cleaned up. Each case is logged. Returns the number re-adopted.
+ * Agent start: finds what a previous agent left in the data dir, the cgroup tree and the systemd
+ * manager (docs/agent.md, "Re-adoption"). With `adopt`, live instances are re-adopted — exec: pid,
+ * start time and cgroup still match, watched with a pidfd; systemd: found again by unit name —
+ * with health checks and log rotation resumed and reported as they are; instances that had ended
+ * are restored as ended, a stop in progress is finished, and the dead ones are restarted per their
+ * policy (reason: exited while the agent was away); without it every leftover is killed and
+ * cleaned up. Each case is logged. Returns the number re-adopted. Call it before the loop runs:
+ * it makes synchronous calls to the systemd manager.
  */
 int orch_supervisor_recover(struct orch_supervisor *sv, bool adopt);
 
