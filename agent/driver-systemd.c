@@ -151,6 +151,7 @@ struct sd_unit {
         char *state_dir;   /* dynamic_user without a workdir: the StateDirectory, absolute */
         char *job;         /* the start job */
         enum phase phase;
+        bool start_retried; /* this start was sent again once after UnitExists */
         bool pid_reported;
         bool cgroup_asked; /* the ControlGroup answer came (or failed): `started` carries the cgroup */
 
@@ -174,6 +175,8 @@ struct sd_unit {
 static const struct orch_driver_ops systemd_ops;
 
 static void bus_rearm(struct sd_driver *d);
+static int send_start(struct sd_unit *u, char *reason, size_t reason_size);
+static int on_fire_and_forget(sd_bus_message *m, void *userdata, sd_bus_error *ret_error);
 static void bus_drop(struct sd_driver *d, int error);
 static void unit_update(struct sd_unit *u);
 
@@ -498,6 +501,21 @@ static int on_start_reply(sd_bus_message *m, void *userdata, sd_bus_error *ret_e
         const char *job;
 
         u->start_slot = sd_bus_slot_unref(u->start_slot);
+        if (sd_bus_message_is_method_error(m, "org.freedesktop.systemd1.UnitExists") && !u->start_retried) {
+                /* A unit of that name is still loaded: a failed one that nothing collects (made by
+                 * an older agent, or by hand), or one the manager has not collected yet. Resetting
+                 * frees the name of a failed unit; the manager handles the calls in order. */
+                u->start_retried = true;
+                orch_snprintf(reason, sizeof reason, "systemd refused to start %s: %s", u->name,
+                              sd_bus_message_get_error(m)->message);
+                if (sd_bus_call_method_async(u->d->bus, NULL, DEST, MANAGER_PATH, MANAGER_IFACE,
+                                             "ResetFailedUnit", on_fire_and_forget,
+                                             (void *)"ResetFailedUnit", "s", u->name) >= 0 &&
+                    send_start(u, reason, sizeof reason) >= 0)
+                        return 0;
+                report_start_failure(u, reason); /* may free u */
+                return 0;
+        }
         if (sd_bus_message_is_method_error(m, NULL)) {
                 if (lost_connection(u, m))
                         return 0; /* the resync after the reconnection finds out */
@@ -1190,9 +1208,9 @@ static int append_properties(struct sd_unit *u, sd_bus_message *m, const char *e
         return r;
 }
 
-static int systemd_start(struct orch_driver_unit *base, pid_t *ret_pid, char *reason, size_t reason_size)
+/* Builds and sends StartTransientUnit; its answer goes to on_start_reply(). */
+static int send_start(struct sd_unit *u, char *reason, size_t reason_size)
 {
-        struct sd_unit *u = container_of(base, struct sd_unit, base);
         _cleanup_(sd_bus_message_unrefp) sd_bus_message *m = NULL;
         _cleanup_(freep) char *exec_path = NULL;
         int r;
@@ -1202,8 +1220,6 @@ static int systemd_start(struct orch_driver_unit *base, pid_t *ret_pid, char *re
         r = resolve_command(u, &exec_path, reason, reason_size);
         if (r < 0)
                 return r;
-        unit_cancel_calls(u);
-        reset_run(u);
         r = sd_bus_message_new_method_call(u->d->bus, &m, DEST, MANAGER_PATH, MANAGER_IFACE,
                                            "StartTransientUnit");
         if (r >= 0)
@@ -1229,6 +1245,20 @@ static int systemd_start(struct orch_driver_unit *base, pid_t *ret_pid, char *re
         }
         u->phase = PHASE_CALLING;
         bus_rearm(u->d);
+        return 0;
+}
+
+static int systemd_start(struct orch_driver_unit *base, pid_t *ret_pid, char *reason, size_t reason_size)
+{
+        struct sd_unit *u = container_of(base, struct sd_unit, base);
+        int r;
+
+        unit_cancel_calls(u);
+        reset_run(u);
+        u->start_retried = false;
+        r = send_start(u, reason, reason_size);
+        if (r < 0)
+                return r;
         *ret_pid = 0;
         return 0;
 }

@@ -755,6 +755,61 @@ START_TEST(test_readopt)
 }
 END_TEST
 
+/* A unit named as an instance's, failed and left loaded (no CollectMode): what an older agent, or
+ * someone by hand, could leave behind. */
+static void make_failed_unit(const char *name)
+{
+        sd_bus *bus = NULL;
+        sd_bus_message *m = NULL;
+        char *state = NULL;
+        int r = sd_bus_new(&bus);
+
+        if (r >= 0)
+                r = sd_bus_set_address(bus, address);
+        if (r >= 0)
+                r = sd_bus_start(bus);
+        if (r >= 0)
+                r = sd_bus_message_new_method_call(bus, &m, "org.freedesktop.systemd1",
+                                                   "/org/freedesktop/systemd1",
+                                                   "org.freedesktop.systemd1.Manager", "StartTransientUnit");
+        if (r >= 0)
+                r = sd_bus_message_append(m, "ssa(sv)a(sa(sv))", name, "fail", 2, "Type", "s", "exec",
+                                          "ExecStart", "a(sasb)", 1, "/bin/false", 1, "/bin/false", 0, 0);
+        if (r >= 0)
+                r = sd_bus_call(bus, m, 0, NULL, NULL);
+        sd_bus_message_unref(m);
+        sd_bus_flush_close_unref(bus);
+        ck_assert_int_ge(r, 0);
+        for (int i = 0; i < 200; i++) {
+                free(state);
+                state = NULL;
+                if (unit_prop(name, UNIT, "ActiveState", 's', &state) >= 0 && streq(state, "failed"))
+                        break;
+                usleep(10000);
+        }
+        ck_assert_str_eq(state, "failed");
+        free(state);
+}
+
+START_TEST(test_name_taken_by_failed_unit)
+{
+        struct fixture f;
+        char reason[ORCH_SV_REASON_MAX];
+
+        setup(&f);
+        make_failed_unit("orch-sdt-taken-0.service");
+        ck_assert_int_eq(start(&f, "sdt-taken-0",
+                               "kind: service\nname: sdt-taken\nuser: root\ncommand: [/bin/sleep, '300']\n"
+                               "restart: {policy: never}\n",
+                               reason),
+                         0);
+        ck_assert_msg(run_until(&f, is_running, 5000), "state %s: %s",
+                      orch_instance_state_to_string(last(&f)->state), last(&f)->reason);
+        ck_assert_uint_eq(last(&f)->restarts, 0);
+        teardown(&f);
+}
+END_TEST
+
 /* systemctl daemon-reexec: the manager serializes itself, execs, and drops every private connection. */
 static void manager_reexec(void)
 {
@@ -854,6 +909,7 @@ static Suite *driver_systemd_suite(void)
         tcase_add_test(tc, test_dynamic_user);
         tcase_add_test(tc, test_readopt);
         tcase_add_test(tc, test_manager_reexec);
+        tcase_add_test(tc, test_name_taken_by_failed_unit);
         tcase_add_test(tc, test_unreachable);
         suite_add_tcase(s, tc);
         return s;
