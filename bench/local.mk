@@ -24,3 +24,11 @@ noinst_PROGRAMS += bench/spawn-confine
 bench_spawn_confine_SOURCES = bench/spawn-confine.c
 bench_spawn_confine_CPPFLAGS = $(AGENT_CPPFLAGS)
 bench_spawn_confine_LDADD = $(AGENT_LIBS)
+
+## The control plane end to end (bench/sched.sh): simulated nodes that speak the real protocol to a
+## real orchd, ack every start at once and report it running (docs/benchmarks.md).
+noinst_PROGRAMS += bench/sched-sim
+bench_sched_sim_SOURCES = bench/sched-sim.c
+bench_sched_sim_CPPFLAGS = $(ORCH_CPPFLAGS)
+bench_sched_sim_LDADD = $(ORCH_LIBS)
+EXTRA_DIST += bench/sched.sh
