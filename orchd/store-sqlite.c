@@ -287,7 +287,7 @@ static int sqlite_trim_events(void *b, uint64_t keep, uint64_t *ret_deleted)
         r = step_done(st, s);
         if (r < 0)
                 return r;
-        *ret_deleted = (uint64_t)sqlite3_changes64(st->db);
+        *ret_deleted = (uint64_t)sqlite3_changes(st->db);
         return 0;
 }
 
@@ -763,9 +763,7 @@ static int sqlite_open(const char *dir, const struct orch_store_options *opts, v
         /* The file exists (prepare_db_file made it), so no CREATE: a vanished file is an error, not
          * an empty store. NOMUTEX: orchd uses the store from its loop thread only. */
         rc = sqlite3_open_v2(st->db_path, &st->db,
-                             SQLITE_OPEN_READWRITE | SQLITE_OPEN_NOMUTEX | SQLITE_OPEN_NOFOLLOW |
-                                     SQLITE_OPEN_EXRESCODE,
-                             NULL);
+                             SQLITE_OPEN_READWRITE | SQLITE_OPEN_NOMUTEX | SQLITE_OPEN_NOFOLLOW, NULL);
         if (rc != SQLITE_OK) {
                 r = map_error(st, rc);
                 *ret_error = orch_strdup_printf("cannot open %s: %s", st->db_path, st->last_error);

@@ -107,9 +107,10 @@ extern const struct orch_store_ops orch_store_sqlite_ops;
  * directory is created (0700) when missing and locked for this process; the database is
  * DIR/state.db (0600). opts may be NULL for the defaults. On failure *ret_error (when
  * given) receives a one-line reason for the operator, e.g.
- *   data dir /var/lib/orch is in use by another orchd (pid 4242)        -EBUSY
- *   unsupported store 'etcd://10.0.0.1:2379': ...                       -EPROTONOSUPPORT
- *   /var/lib/orch/state.db has schema version 7, this orchd knows 1 ... -ENOTSUP
+ *   data dir /var/lib/orch is in use by another orchd (pid 4242)                  -EBUSY
+ *   unsupported store 'etcd://10.0.0.1:2379': this orchd stores its state ...     -EPROTONOSUPPORT
+ *   /var/lib/orch/state.db has schema version 7, newer than this orchd ...        -ENOTSUP
+ *   /var/lib/orch/state.db is an SQLite database but not an orch state database  -EUCLEAN
  */
 int orch_store_open(const char *location, const struct orch_store_options *opts, struct orch_store **ret,
                     char **ret_error);
