@@ -1,6 +1,7 @@
 /* SPDX-License-Identifier: MIT */
 #include "config.h"
 
+#include <ctype.h>
 #include <getopt.h>
 #include <stdarg.h>
 
@@ -86,6 +87,16 @@ static int check_table(const struct orch_options *o, char **ret_error)
                         if (streq(opt->name, o->table[k].name))
                                 return cmdline_error(o, ret_error, "option table: '%s' appears twice",
                                                      opt->name);
+                if (!opt->short_name)
+                        continue;
+                /* Anything else would be read as getopt syntax ('+', ':') or shadow -h. */
+                if (!isalnum((unsigned char)opt->short_name) || opt->short_name == OPT_HELP)
+                        return cmdline_error(o, ret_error, "option table: '%s' has an unusable alias",
+                                             opt->name);
+                for (size_t k = 0; k < i; k++)
+                        if (o->table[k].short_name == opt->short_name)
+                                return cmdline_error(o, ret_error, "option table: alias '-%c' appears twice",
+                                                     opt->short_name);
         }
         return 0;
 }
@@ -334,6 +345,38 @@ static const char *token_name(const char *token, char *buf, size_t size)
         return buf;
 }
 
+/* getopt's option string: '+' (stop at the first non-option instead of permuting, so argv[optind]
+ * before a call is the token being parsed), ':' (report a missing value as ':' rather than print),
+ * 'h', then each one-letter alias, followed by ':' when it takes a value. */
+static char *short_options(const struct orch_options *o)
+{
+        char *s = calloc(4 + 2 * o->n_table, 1);
+        size_t k = 0;
+
+        if (!s)
+                return NULL;
+        s[k++] = '+';
+        s[k++] = ':';
+        s[k++] = 'h';
+        for (size_t i = 0; i < o->n_table; i++)
+                if (o->table[i].short_name) {
+                        s[k++] = o->table[i].short_name;
+                        if (o->table[i].metavar)
+                                s[k++] = ':';
+                }
+        return s;
+}
+
+static const struct orch_option *find_short(const struct orch_options *o, int c, size_t *ret_index)
+{
+        for (size_t i = 0; c > 0 && i < o->n_table; i++)
+                if (o->table[i].short_name == c) {
+                        *ret_index = i;
+                        return &o->table[i];
+                }
+        return NULL;
+}
+
 int orch_options_parse(const struct orch_options *o, int argc, char *argv[], void *userdata, FILE *out,
                        char **ret_error)
 {
@@ -352,22 +395,9 @@ int orch_options_parse(const struct orch_options *o, int argc, char *argv[], voi
         longopts = calloc(o->n_table + ELEMENTSOF(builtin_names) + 1, sizeof *longopts);
         flags = calloc((size_t)MAX(argc, 1), sizeof *flags);
         given = calloc(o->n_table + 1, sizeof *given);
-        /* "+:h" then each one-letter alias, with ':' when it takes a value */
-        shortopts = calloc(4 + 2 * o->n_table, 1);
+        shortopts = short_options(o);
         if (!longopts || !flags || !given || !shortopts)
                 return -ENOMEM;
-        {
-                size_t k = 0;
-                shortopts[k++] = '+';
-                shortopts[k++] = ':';
-                shortopts[k++] = 'h';
-                for (size_t i = 0; i < o->n_table; i++)
-                        if (o->table[i].short_name) {
-                                shortopts[k++] = o->table[i].short_name;
-                                if (o->table[i].metavar)
-                                        shortopts[k++] = ':';
-                        }
-        }
         for (size_t i = 0; i < o->n_table; i++)
                 longopts[n_long++] = (struct option){
                         .name = o->table[i].name,
@@ -395,15 +425,18 @@ int orch_options_parse(const struct orch_options *o, int argc, char *argv[], voi
                         break;
                 token = first < argc ? argv[first] : "";
                 name = token_name(token, buf, sizeof buf);
-                /* a one-letter alias stands for its table entry */
-                for (size_t i = 0;
-                     c > 0 && c < OPT_TABLE && c != 'h' && c != '?' && c != ':' && i < o->n_table; i++)
-                        if (o->table[i].short_name == c) {
+                /* A one-letter alias stands for its table entry ('h', '?' and ':' are never aliases). */
+                if (c > 0 && c < OPT_CONFIG && c != OPT_HELP) {
+                        size_t i;
+                        const struct orch_option *opt = find_short(o, c, &i);
+                        if (opt) {
                                 c = OPT_TABLE + (int)i;
-                                name = o->table[i].name;
-                                break;
+                                name = opt->name;
                         }
+                }
 
+                if (c == ':' && !name)
+                        return cmdline_error(o, ret_error, "option '-%c' needs a value", optopt);
                 if (c == '?' || c == ':') {
                         const struct orch_option *opt = name ? find_option(o, name, NULL) : NULL;
                         bool builtin = name && (streq(name, "config") || streq(name, "help") ||
@@ -411,8 +444,7 @@ int orch_options_parse(const struct orch_options *o, int argc, char *argv[], voi
                         const char *hint;
 
                         if (c == ':')
-                                return cmdline_error(o, ret_error, "option '--%s' needs a value",
-                                                     name ? name : orch_ytree_shorten(token, s));
+                                return cmdline_error(o, ret_error, "option '--%s' needs a value", name);
                         if (opt || builtin)
                                 return cmdline_error(o, ret_error, "option '--%s' takes no value", name);
                         if (!name)

@@ -87,9 +87,9 @@ static int set_refuse(void *userdata, const char *name, const char *value, char 
 
 static const struct orch_option table[] = {
         {"api-listen", "ADDR", false, "HTTP API address (default 127.0.0.1:7070)", set_string},
-        {"data-dir", "DIR", false, "state directory (default /var/lib/orch)", set_string},
+        {"data-dir", "DIR", false, "state directory (default /var/lib/orch)", set_string, 'd'},
         {"label", "K=V", true, "a node label", set_label},
-        {"allow-root", NULL, false, "run instances as root when asked to", set_bool},
+        {"allow-root", NULL, false, "run instances as root when asked to", set_bool, 'r'},
         {"port", "PORT", false, "a port", set_port},
         {"locked", "X", false, "refuses everything", set_refuse},
 };
@@ -211,6 +211,14 @@ START_TEST(test_flags)
                          ORCH_OPTIONS_RUN);
         ck_assert_str_eq(s.api_listen, "");
         ck_assert(!s.allow_root);
+
+        /* One-letter aliases stand for their long options. */
+        settings_release(&s);
+        s = (struct settings){0};
+        ck_assert_int_eq(parse(&s, &error, NULL, "-d", "/short", "-r", NULL), ORCH_OPTIONS_RUN);
+        ck_assert_str_eq(s.data_dir, "/short");
+        ck_assert(s.allow_root);
+        ck_assert_str_eq(s.log.data, "data-dir=/short;allow-root=true;");
 
         /* "--" ends the options; nothing may follow for a daemon. */
         settings_release(&s);
@@ -348,6 +356,12 @@ START_TEST(test_cmdline_errors)
         assert_cmdline_error("orchd: error: option '--allow-root' takes no value, or =true or =false",
                              "--allow-root=yes", NULL);
         assert_cmdline_error("orchd: error: option '--help' takes no value", "--help=please", NULL);
+        assert_cmdline_error("orchd: error: option '-d' needs a value", "-d", NULL);
+        assert_cmdline_error("orchd: error: option '--data-dir' given twice", "-d", "/a", "--data-dir", "/b",
+                             NULL);
+        assert_cmdline_error("orchd: error: option '--data-dir' needs a value, got '--port' (write "
+                             "--data-dir=VALUE for a value that starts with --)",
+                             "-d", "--port", "1", NULL);
         assert_cmdline_error("orchd: error: unexpected argument 'serve'", "serve", NULL);
         assert_cmdline_error("orchd: error: unexpected argument 'serve'", "--port", "1", "--", "serve",
                              NULL);
@@ -487,8 +501,10 @@ START_TEST(test_help_and_version)
                 strstr(out, "      --api-listen ADDR       HTTP API address (default 127.0.0.1:7070)\n"));
         ck_assert_ptr_nonnull(strstr(out, "      --label K=V             a node label (repeatable)\n"));
         ck_assert_ptr_nonnull(
-                strstr(out, "      --allow-root[=BOOL]     run instances as root when asked to\n"));
+                strstr(out, "  -r, --allow-root[=BOOL]     run instances as root when asked to\n"));
         ck_assert_ptr_nonnull(strstr(out, "  -h, --help                  show this help and exit\n"));
+        ck_assert_ptr_nonnull(
+                strstr(out, "  -d, --data-dir DIR          state directory (default /var/lib/orch)\n"));
         ck_assert_msg(strstr(out, default_config), "%s", out);
         /* --help stops before the setters run. */
         ck_assert_ptr_null(s.log.data);
@@ -512,6 +528,13 @@ START_TEST(test_bad_table)
         };
         static const struct orch_option builtin[] = {{"config", "FILE", false, "mine", set_string}};
         static const struct orch_option misnamed[] = {{"Port", "PORT", false, "a port", set_port}};
+        static const struct orch_option alias_h[] = {{"host", "HOST", false, "a host", set_string, 'h'}};
+        static const struct orch_option alias_colon[] = {{"port", "PORT", false, "a port", set_port, ':'}};
+        static const struct orch_option alias_dup[] = {
+                {"port", "PORT", false, "a port", set_port, 'p'},
+                {"path", "PATH", false, "a path", set_string, 'p'},
+        };
+        _cleanup_(freep) char *e4 = NULL, *e5 = NULL, *e6 = NULL;
         struct orch_options o = {.program = "orchd", .table = dup, .n_table = ELEMENTSOF(dup)};
         char *argv[] = {(char *)"orchd", NULL};
         _cleanup_(freep) char *e1 = NULL, *e2 = NULL, *e3 = NULL;
@@ -525,6 +548,16 @@ START_TEST(test_bad_table)
         o.table = misnamed;
         ck_assert_int_eq(orch_options_load_file(&o, "/nonexistent", NULL, &e3), -EINVAL);
         ck_assert_str_eq(e3, "orchd: error: option table: entry 0 is incomplete or misnamed");
+        o.table = alias_h;
+        ck_assert_int_eq(orch_options_parse(&o, 1, argv, NULL, stdout, &e4), -EINVAL);
+        ck_assert_str_eq(e4, "orchd: error: option table: 'host' has an unusable alias");
+        o.table = alias_colon;
+        ck_assert_int_eq(orch_options_parse(&o, 1, argv, NULL, stdout, &e5), -EINVAL);
+        ck_assert_str_eq(e5, "orchd: error: option table: 'port' has an unusable alias");
+        o.table = alias_dup;
+        o.n_table = 2;
+        ck_assert_int_eq(orch_options_parse(&o, 1, argv, NULL, stdout, &e6), -EINVAL);
+        ck_assert_str_eq(e6, "orchd: error: option table: alias '-p' appears twice");
 }
 END_TEST
 
