@@ -165,3 +165,7 @@ EXTRA_DIST += tests/integration/readopt.sh
 ## The systemd units as built pass systemd-analyze verify.
 TESTS += tests/integration/units.sh
 EXTRA_DIST += tests/integration/units.sh
+
+## The orch CLI end to end against a real orchd (and one agent when built and root).
+TESTS += tests/integration/cli.sh
+EXTRA_DIST += tests/integration/cli.sh
