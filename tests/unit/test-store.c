@@ -547,6 +547,10 @@ static void kill_at_random(enum orch_store_durability durability, unsigned round
                 }
         }
         close(pipefd[1]);
+        /* Wait for the first commit, so that a slow start (a loaded machine, sanitizers) cannot make
+         * the kill land before the loop runs. */
+        ck_assert_int_eq(read(pipefd[0], &k, sizeof k), (ssize_t)sizeof k);
+        acked = k;
         ck_assert_int_eq(orch_random_bytes(rnd, sizeof rnd), 0);
         delay_us = 50000 + ((uint64_t)rnd[0] << 8 | rnd[1]) * 250000 / 65536 + round * 1000;
         usleep((useconds_t)delay_us);
@@ -576,9 +580,8 @@ static void kill_at_random(enum orch_store_durability durability, unsigned round
                         ck_assert_msg(k <= last ? r == 0 : r == -ENOENT,
                                       "tx %" PRIu64 " key %s: %d (last %" PRIu64 ")", k, key, r, last);
                 }
-        ck_assert_msg(acked > 0, "the child committed nothing in %" PRIu64 " us", delay_us);
-        printf("store: killed after %" PRIu64 " ms (%s): %" PRIu64 " commits acknowledged, %" PRIu64
-               " found\n",
+        printf("store: killed %" PRIu64 " ms after its first commit (%s): %" PRIu64
+               " commits acknowledged, %" PRIu64 " found\n",
                delay_us / 1000, durability == ORCH_STORE_DURABLE_POWER_LOSS ? "fsync" : "no fsync", acked,
                last);
 }
