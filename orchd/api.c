@@ -5,6 +5,7 @@
 
 #include "agents.h"
 #include "api.h"
+#include "gateway/apikeys.h"
 #include "httpd.h"
 #include "json.h"
 #include "log.h"
@@ -798,6 +799,79 @@ static void handle_registry(struct orch_httpd_req *req, const struct orch_router
         orch_registry_handle(api->cfg.registry, req, orch_router_param(params, "service"), index, wait_ms);
 }
 
+/* --- API keys of gateway routes (docs/gateway.md) ------------------------------------------- */
+
+static void handle_apikey_create(struct orch_httpd_req *req, const struct orch_router_params *params,
+                                 void *userdata)
+{
+        struct orch_api *api = userdata;
+        _cleanup_json_ json_t *j = NULL;
+        const char *body, *service = NULL, *name = NULL, *why = "invalid request";
+        json_t *out = NULL;
+        json_error_t err;
+        size_t len;
+        int r;
+
+        body = orch_httpd_req_body(req, &len);
+        j = json_loadb(body, len, 0, &err);
+        if (!j || !json_is_object(j)) {
+                reply_error(api, req, 400, "body: expected a JSON object like {\"service\": \"web\", \"name\": \"ci\"}%s%s",
+                            j ? "" : ": ", j ? "" : err.text);
+                return;
+        }
+        if (orch_json_get_string(j, "service", &service) < 0 || orch_json_get_string(j, "name", &name) < 0) {
+                reply_error(api, req, 400, "service and name: expected strings");
+                return;
+        }
+        if (orch_service_name_valid(service) && !orch_state_service(api->cfg.st, service)) {
+                reply_error(api, req, 404, "service '%s' not found", service);
+                return;
+        }
+        r = orch_apikeys_create(api->cfg.st->store, service, name, &out, &why);
+        if (r == -EINVAL) {
+                reply_error(api, req, 400, "%s", why);
+                return;
+        }
+        if (r < 0) {
+                reply_store_error(api, req, r);
+                return;
+        }
+        /* the key appears in this answer only: the store keeps its SHA-256 */
+        orch_httpd_req_add_header(req, "Cache-Control", "no-store");
+        reply_json(api, req, 201, out);
+}
+
+static void handle_apikeys(struct orch_httpd_req *req, const struct orch_router_params *params, void *userdata)
+{
+        struct orch_api *api = userdata;
+        json_t *arr = NULL;
+        int r = orch_apikeys_list(api->cfg.st->store, &arr);
+
+        if (r < 0) {
+                reply_store_error(api, req, r);
+                return;
+        }
+        reply_json(api, req, 200, arr);
+}
+
+static void handle_apikey_delete(struct orch_httpd_req *req, const struct orch_router_params *params,
+                                 void *userdata)
+{
+        struct orch_api *api = userdata;
+        const char *id = orch_router_param(params, "id");
+        int r = orch_apikeys_delete(api->cfg.st->store, id);
+
+        if (r == -ENOENT) {
+                reply_error(api, req, 404, "API key '%s' not found", id);
+                return;
+        }
+        if (r < 0) {
+                reply_store_error(api, req, r);
+                return;
+        }
+        reply_json(api, req, 200, json_pack("{s:s, s:s}", "id", id, "change", "deleted"));
+}
+
 /* --- health and metrics --------------------------------------------------------------------- */
 
 static void handle_healthz(struct orch_httpd_req *req, const struct orch_router_params *params,
@@ -897,6 +971,9 @@ static const struct orch_http_route routes[] = {
         {"GET", "/v1/events", handle_events},
         {"GET", "/v1/logs/{instance}", handle_logs},
         {"GET", "/v1/registry/{service}", handle_registry},
+        {"POST", "/v1/apikeys", handle_apikey_create},
+        {"GET", "/v1/apikeys", handle_apikeys},
+        {"DELETE", "/v1/apikeys/{id}", handle_apikey_delete},
 };
 static const size_t n_routes = ELEMENTSOF(routes);
 

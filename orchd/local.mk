@@ -24,11 +24,27 @@ orchd_libcore_a_SOURCES = \
 orchd_libcore_a_CPPFLAGS = $(ORCH_CPPFLAGS)
 CORE_LIBS = orchd/libcore.a orchd/libhttpd.a $(SCHED_LIBS) $(STORE_LIBS)
 
+## The embedded API gateway (docs/gateway.md): routing tables built from the registry, proxy workers,
+## balancing and passive health, rate limits, API keys. It sits before CORE_LIBS on link lines: it
+## calls the registry, and the API calls its key store.
+noinst_LIBRARIES += orchd/libgateway.a
+orchd_libgateway_a_SOURCES = \
+	orchd/gateway/apikeys.c orchd/gateway/apikeys.h \
+	orchd/gateway/balance.c orchd/gateway/balance.h \
+	orchd/gateway/gateway.c orchd/gateway/gateway.h \
+	orchd/gateway/ratelimit.c orchd/gateway/ratelimit.h \
+	orchd/gateway/rewrite.c orchd/gateway/rewrite.h \
+	orchd/gateway/stats.c orchd/gateway/stats.h \
+	orchd/gateway/table.c orchd/gateway/table.h \
+	orchd/gateway/worker.c orchd/gateway/worker.h
+orchd_libgateway_a_CPPFLAGS = $(ORCH_CPPFLAGS) -I$(top_srcdir)/orchd
+GATEWAY_LIBS = orchd/libgateway.a
+
 ## orchd itself.
 sbin_PROGRAMS += orchd/orchd
 orchd_orchd_SOURCES = orchd/main.c
 orchd_orchd_CPPFLAGS = $(ORCH_CPPFLAGS) -I$(top_srcdir)/orchd
-orchd_orchd_LDADD = $(CORE_LIBS) $(ORCH_LIBS) lib/libllhttp.a $(LIBUV_LIBS)
+orchd_orchd_LDADD = $(GATEWAY_LIBS) $(CORE_LIBS) $(ORCH_LIBS) lib/libllhttp.a $(LIBUV_LIBS)
 
 ## The HTTP/1.1 server of orchd's API and its router (docs/http.md); orchd and the tests link it.
 noinst_LIBRARIES += orchd/libhttpd.a

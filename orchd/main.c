@@ -9,6 +9,7 @@
 #include "agents.h"
 #include "api.h"
 #include "daemon.h"
+#include "gateway/gateway.h"
 #include "options.h"
 #include "log.h"
 #include "reconciler.h"
@@ -34,6 +35,9 @@ struct options {
         uint64_t drain_delay_ms;
         bool store_no_fsync;
         char *log_level;
+        char *gateway_listen; /* empty: no gateway */
+        uint32_t gateway_workers;
+        bool gateway_access_log;
 };
 
 struct orchd {
@@ -45,6 +49,7 @@ struct orchd {
         struct orch_reconciler *rc;
         struct orch_registry *registry;
         struct orch_api *api;
+        struct orch_gateway *gateway;
         struct orch_daemon_watchdog watchdog;
         uv_signal_t sigterm, sigint;
         uv_timer_t status;
@@ -120,6 +125,12 @@ static int set_option(void *userdata, const char *name, const char *value, char 
                 return set_duration(&o->drain_delay_ms, name, value, ret_error);
         if (streq(name, "store-no-fsync"))
                 return set_bool(&o->store_no_fsync, value, ret_error);
+        if (streq(name, "gateway-listen"))
+                return set_string(&o->gateway_listen, value);
+        if (streq(name, "gateway-workers"))
+                return set_u32(&o->gateway_workers, value, 0, 1024, ret_error);
+        if (streq(name, "gateway-access-log"))
+                return set_bool(&o->gateway_access_log, value, ret_error);
         if (streq(name, "log-level")) {
                 enum orch_log_level l;
                 if (orch_log_level_from_string(value, &l) < 0) {
@@ -150,6 +161,9 @@ static const struct orch_option options[] = {
         OPT("drain-delay", "DURATION", "between leaving the registry and the stop signal [0s]"),
         OPT("store-no-fsync", NULL, "commit without fsync: survives orchd crashes, not power loss"),
         OPT("log-level", "LEVEL", "error, warn, info or debug [info]"),
+        OPT("gateway-listen", "HOST:PORT", "the API gateway; empty: no gateway [127.0.0.1:8080]"),
+        OPT("gateway-workers", "N", "gateway worker threads; 0: one per core [0]"),
+        OPT("gateway-access-log", NULL, "log every gateway request (logfmt, on stderr)"),
 };
 #undef OPT
 
@@ -160,6 +174,7 @@ static void options_release(struct options *o)
         free(o->data_dir);
         free(o->store);
         free(o->log_level);
+        free(o->gateway_listen);
 }
 
 /* --- tokens --------------------------------------------------------------------------------- */
@@ -249,6 +264,13 @@ static void trim_cb(uv_timer_t *t)
                 log_debug("trimmed %llu old events", (unsigned long long)deleted);
 }
 
+static void gateway_metrics(void *userdata, struct orch_buf *out)
+{
+        struct orchd *d = userdata;
+
+        orch_gateway_metrics(d->gateway, out);
+}
+
 static void shutdown_done(void *userdata)
 {
         struct orchd *d = userdata;
@@ -296,6 +318,7 @@ int main(int argc, char **argv)
 
         d.opt.api_listen = strdup("127.0.0.1:7070");
         d.opt.agent_listen = strdup("127.0.0.1:7071");
+        d.opt.gateway_listen = strdup("127.0.0.1:8080");
         d.opt.data_dir = strdup(ORCH_LOCALSTATEDIR "/lib/orch");
         d.opt.heartbeat_ms = 1000;
         d.opt.ttl_factor = 3;
@@ -384,12 +407,26 @@ int main(int argc, char **argv)
                         .agents = d.agents,
                         .rc = d.rc,
                         .registry = d.registry,
+                        .metrics_extra = gateway_metrics,
+                        .metrics_userdata = &d,
                 };
                 r = orch_api_new(d.loop, &apic, &d.api);
                 if (r < 0) {
                         log_error("cannot serve the API on %s: %s", d.opt.api_listen, strerror(-r));
                         return 1;
                 }
+        }
+        if (d.opt.gateway_listen && *d.opt.gateway_listen) {
+                struct orch_gateway_config gc = {
+                        .listen = d.opt.gateway_listen,
+                        .workers = d.opt.gateway_workers,
+                        .access_log = d.opt.gateway_access_log,
+                        .registry = d.registry,
+                        .store = d.store,
+                };
+                /* the gateway logs why it cannot start */
+                if (orch_gateway_start(d.loop, &gc, &d.gateway) < 0)
+                        return 1;
         }
         if (orch_agents_listen(d.agents) < 0)
                 return 1;
@@ -417,6 +454,8 @@ int main(int argc, char **argv)
         uv_run(d.loop, UV_RUN_NOWAIT);
         orch_state_flush(d.st);
         orch_registry_free(d.registry);
+        /* After the registry, which cannot drop a subscriber: requests in flight get the gateway's drain time. */
+        orch_gateway_stop(d.gateway);
         uv_run(d.loop, UV_RUN_NOWAIT);
         orch_state_free(d.st);
         orch_store_close(d.store);
