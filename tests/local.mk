@@ -169,3 +169,10 @@ EXTRA_DIST += tests/integration/units.sh
 ## The orch CLI end to end against a real orchd (and one agent when built and root).
 TESTS += tests/integration/cli.sh
 EXTRA_DIST += tests/integration/cli.sh
+
+## The cluster (tests/integration/lib.sh is the harness of these and of chaos-*.sh): placement by
+## strategy and constraints, scaling, delete, pending with a reason; orchd restarts keep everything;
+## bad input at the API and the agent port.
+TESTS += tests/integration/cluster.sh tests/integration/cluster-restart.sh tests/integration/cluster-api.sh
+EXTRA_DIST += tests/integration/lib.sh tests/integration/cluster.sh tests/integration/cluster-restart.sh \
+	tests/integration/cluster-api.sh
