@@ -562,7 +562,7 @@ static void apply_report(struct orch_agents *a, struct orch_inst *inst, const st
                                          inst->health == ORCH_HEALTH_PASSING ? "healthy" : "unhealthy",
                                          inst->reason ? ": " : "", inst->reason ? inst->reason : "");
         }
-        orch_state_instance_changed(st, inst);
+        orch_state_instance_reported(st, inst);
         /* Most reports change nothing the reconciler decides on (a running instance stays live):
          * only liveness, or availability during a rollout, can. A million-instance cluster stays
          * out of the reconciler while its instances report. */
@@ -803,9 +803,15 @@ static void process_hello(struct orch_agent_conn *c)
                 return;
         }
 
-        /* 1. fencing first: stop what orchd no longer wants here, before anything else is sent */
-        for (size_t i = 0; i < c->n_hello_parts; i++)
+        /* 1. fencing first: stop what orchd no longer wants here, before anything else is sent.
+         *    A store restored from a backup may hold an older generation counter than the
+         *    cluster used: it never falls behind what an agent reports. */
+        for (size_t i = 0; i < c->n_hello_parts; i++) {
                 total += c->hello_parts[i]->hello.n_instances;
+                for (size_t j = 0; j < c->hello_parts[i]->hello.n_instances; j++)
+                        a->st->generation =
+                                MAX(a->st->generation, c->hello_parts[i]->hello.instances[j].generation);
+        }
         rnodes = calloc(total + 1, sizeof *rnodes);
         for (size_t i = 0; rnodes && i < c->n_hello_parts; i++) {
                 const struct orch_proto_hello *part = &c->hello_parts[i]->hello;

@@ -527,7 +527,8 @@ static void check_cb(uv_check_t *h)
 
         if (!orch_list_empty(&rc->st->dirty_services) ||
             orch_sched_epoch(rc->st->sched) != rc->sched_epoch ||
-            !orch_list_empty(&rc->st->store_instances) || json_array_size(rc->st->pending_events) > 0)
+            !orch_list_empty(&rc->st->store_instances) || !orch_list_empty(&rc->st->store_reports) ||
+            json_array_size(rc->st->pending_events) > 0)
                 orch_reconciler_run(rc);
 }
 

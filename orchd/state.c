@@ -74,6 +74,7 @@ int orch_state_new(struct orch_store *store, struct orch_state **ret)
         orch_list_init(&st->dirty_services);
         orch_list_init(&st->store_services);
         orch_list_init(&st->store_instances);
+        orch_list_init(&st->store_reports);
         orch_list_init(&st->store_nodes);
         st->store_events = json_array();
         st->pending_events = json_array();
@@ -239,8 +240,17 @@ void orch_state_instance_changed(struct orch_state *st, struct orch_inst *inst)
 {
         if (st->loading)
                 return;
+        if (orch_list_linked(&inst->report_link))
+                orch_list_remove(&inst->report_link); /* written with the next flush anyway */
         if (!orch_list_linked(&inst->store_link))
                 orch_list_append(&st->store_instances, &inst->store_link);
+}
+
+void orch_state_instance_reported(struct orch_state *st, struct orch_inst *inst)
+{
+        if (st->loading || orch_list_linked(&inst->store_link) || orch_list_linked(&inst->report_link))
+                return;
+        orch_list_append(&st->store_reports, &inst->report_link);
 }
 
 void orch_state_node_changed(struct orch_state *st, struct orch_node *node)
@@ -517,10 +527,13 @@ int orch_state_flush(struct orch_state *st)
         size_t i;
         json_t *ev;
         char key[ORCH_STORE_KEY_MAX];
+        uint64_t now = orch_now_usec();
+        bool reports_due = !orch_list_empty(&st->store_reports) &&
+                           now >= st->reports_flushed_usec + ORCH_STATE_REPORT_FLUSH_MS * USEC_PER_MSEC;
         int r;
 
         if (orch_list_empty(&st->store_services) && orch_list_empty(&st->store_instances) &&
-            orch_list_empty(&st->store_nodes) && json_array_size(st->store_events) == 0)
+            orch_list_empty(&st->store_nodes) && json_array_size(st->store_events) == 0 && !reports_due)
                 goto publish;
 
         r = orch_store_begin(st->store, &tx);
@@ -564,6 +577,16 @@ int orch_state_flush(struct orch_state *st)
                                 return r;
                 }
         }
+        if (reports_due)
+                orch_list_foreach (p, &st->store_reports) {
+                        struct orch_inst *inst = orch_list_entry(p, struct orch_inst, report_link);
+                        _cleanup_json_ json_t *rec = inst_record(inst);
+                        if (!rec)
+                                return -ENOMEM;
+                        r = orch_store_put_json(tx, ORCH_STORE_INSTANCES, inst->id, rec);
+                        if (r < 0)
+                                return r;
+                }
         orch_list_foreach (p, &st->store_nodes) {
                 struct orch_node *node = orch_list_entry(p, struct orch_node, store_link);
                 _cleanup_json_ json_t *rec = node_record(node);
@@ -603,6 +626,11 @@ int orch_state_flush(struct orch_state *st)
                 orch_list_remove(p);
         orch_list_foreach_safe (p, t, &st->store_nodes)
                 orch_list_remove(p);
+        if (reports_due) {
+                orch_list_foreach_safe (p, t, &st->store_reports)
+                        orch_list_remove(p);
+                st->reports_flushed_usec = now;
+        }
         orch_list_foreach_safe (p, t, &st->store_instances) {
                 struct orch_inst *inst = orch_list_entry(p, struct orch_inst, store_link);
                 orch_list_remove(p);
@@ -868,26 +896,15 @@ void orch_state_remove_service(struct orch_state *st, struct orch_svc *svc)
 int orch_state_new_instance(struct orch_state *st, struct orch_svc *svc, struct orch_inst **ret)
 {
         struct orch_inst *inst = calloc(1, sizeof *inst);
-        char suffix[9];
         int r;
 
         if (!inst)
                 return -ENOMEM;
-        /* <service>-<8 hex>; retry on the (unlikely) collision */
-        for (int attempt = 0;; attempt++) {
-                r = orch_random_hex(suffix, 4);
-                if (r < 0) {
-                        free(inst);
-                        return r;
-                }
-                orch_snprintf(inst->id, sizeof inst->id, "%s-%s", svc->name, suffix);
-                if (!orch_hmap_get(&st->instances, inst->id))
-                        break;
-                if (attempt > 16) {
-                        free(inst);
-                        return -EEXIST;
-                }
-        }
+        /* <service>-<8+ hex digits of a new generation>: unique, and rising, so that a million new
+         * instance records are appended to the store's index rather than scattered over it */
+        do
+                orch_snprintf(inst->id, sizeof inst->id, "%s-%08" PRIx64, svc->name, ++st->generation);
+        while (orch_hmap_get(&st->instances, inst->id));
         r = orch_hmap_insert(&st->instances, &inst->hnode, inst->id);
         if (r < 0) {
                 free(inst);
@@ -896,7 +913,7 @@ int orch_state_new_instance(struct orch_state *st, struct orch_svc *svc, struct 
         st->n_instances++;
         inst->svc = svc;
         orch_strlcpy(inst->revision, svc->revision, sizeof inst->revision);
-        inst->generation = ++st->generation;
+        inst->generation = st->generation; /* the one its id was made from */
         inst->desired_run = true;
         inst->state = ORCH_INSTANCE_PENDING;
         inst->health = ORCH_HEALTH_UNKNOWN;
@@ -906,6 +923,7 @@ int orch_state_new_instance(struct orch_state *st, struct orch_svc *svc, struct 
         inst->created_at = orch_realtime_msec();
         orch_list_init(&inst->node_link);
         orch_list_init(&inst->store_link);
+        orch_list_init(&inst->report_link);
         orch_list_append(&svc->instances, &inst->svc_link);
         orch_list_append(&svc->unplaced, &inst->unplaced_link);
         svc->n_pending++;
@@ -966,6 +984,8 @@ void orch_state_remove_instance(struct orch_state *st, struct orch_inst *inst)
         if (inst->node)
                 orch_state_unplace_instance(st, inst, NULL);
         orch_list_remove(&inst->unplaced_link);
+        if (orch_list_linked(&inst->report_link))
+                orch_list_remove(&inst->report_link);
         inst->svc->n_pending--;
         orch_list_remove(&inst->svc_link);
         orch_hmap_remove(&st->instances, &inst->hnode);
@@ -1220,6 +1240,7 @@ static int load_instance(const char *key, const char *value, size_t len, void *u
         inst->svc = svc;
         orch_list_init(&inst->node_link);
         orch_list_init(&inst->store_link);
+        orch_list_init(&inst->report_link);
         orch_list_append(&svc->instances, &inst->svc_link);
         orch_list_append(&svc->unplaced, &inst->unplaced_link);
         svc->n_pending++;

@@ -113,6 +113,7 @@ struct orch_inst {
         struct orch_list node_link;
         struct orch_list unplaced_link; /* on svc->unplaced while it has no node */
         struct orch_list store_link; /* on state->store_instances when it must be written */
+        struct orch_list report_link; /* on state->store_reports: only its reported state changed */
         bool store_delete;           /* the write is a delete */
 };
 
@@ -180,6 +181,11 @@ struct orch_state {
         struct orch_list dirty_services;
         struct orch_list store_services;
         struct orch_list store_instances;
+        /* Instances whose only change is what their agent reported. Nobody was promised these
+         * writes and the agent's next hello reports the truth again, so they are coalesced and
+         * written at most once per ORCH_STATE_REPORT_FLUSH_MS. */
+        struct orch_list store_reports;
+        uint64_t reports_flushed_usec;
         struct orch_list store_nodes;
         json_t *store_events; /* events not yet written: array of [index, json] */
         /* Events leave through this callback once written (followers, the registry). */
@@ -217,6 +223,9 @@ void orch_state_unplace_instance(struct orch_state *st, struct orch_inst *inst, 
 void orch_state_set_reason(struct orch_state *st, struct orch_inst *inst, const char *reason);
 void orch_state_remove_instance(struct orch_state *st, struct orch_inst *inst);
 void orch_state_instance_changed(struct orch_state *st, struct orch_inst *inst);
+/* The instance's reported state changed (state, health, pid, ports...): written lazily. */
+void orch_state_instance_reported(struct orch_state *st, struct orch_inst *inst);
+#define ORCH_STATE_REPORT_FLUSH_MS 1000
 /* Releases the instance's resources on its node (stopped, lost). */
 void orch_state_release_resources(struct orch_state *st, struct orch_inst *inst);
 /* Live: desired to run and neither terminal nor lost. */
