@@ -106,6 +106,7 @@ enum phase {
 
 /* A unit the manager listed at start-up (re-adoption and leftovers). */
 struct listed {
+        struct orch_hmap_node hnode;
         char *name;
         char *description;
         enum active_state active;
@@ -136,6 +137,7 @@ struct sd_driver {
         struct orch_hmap units; /* by unit name */
         struct listed *listed;  /* the manager's orch units, listed once during a recovery */
         size_t n_listed;
+        struct orch_hmap listed_by_name;
         bool listed_valid;
 };
 
@@ -907,6 +909,8 @@ static void listed_free(struct sd_driver *d)
         free(d->listed);
         d->listed = NULL;
         d->n_listed = 0;
+        orch_hmap_release(&d->listed_by_name);
+        d->listed_by_name = (struct orch_hmap){0};
         d->listed_valid = false;
 }
 
@@ -917,6 +921,7 @@ static int list_units(struct sd_driver *d, char *reason, size_t reason_size)
         _cleanup_(sd_bus_message_unrefp) sd_bus_message *reply = NULL;
         const char *name, *desc, *load, *active, *sub, *following, *path, *job_type, *job_path;
         uint32_t job_id;
+        size_t cap = 0;
         int r;
 
         if (d->listed_valid)
@@ -927,13 +932,19 @@ static int list_units(struct sd_driver *d, char *reason, size_t reason_size)
                 r = sd_bus_message_enter_container(reply, 'a', "(ssssssouso)");
         while (r >= 0 && (r = sd_bus_message_read(reply, "(ssssssouso)", &name, &desc, &load, &active, &sub,
                                                   &following, &path, &job_id, &job_type, &job_path)) > 0) {
-                struct listed *l = realloc(d->listed, (d->n_listed + 1) * sizeof *l);
-                if (!l) {
-                        r = -ENOMEM;
-                        break;
+                struct listed *l = d->listed;
+                if (d->n_listed == cap) {
+                        cap = cap ? 2 * cap : 64;
+                        l = realloc(d->listed, cap * sizeof *l);
+                        if (!l) {
+                                r = -ENOMEM;
+                                break;
+                        }
+                        d->listed = l;
                 }
-                d->listed = l;
-                l[d->n_listed] = (struct listed){strdup(name), strdup(desc), active_from_string(active)};
+                l[d->n_listed] = (struct listed){.name = strdup(name),
+                                                 .description = strdup(desc),
+                                                 .active = active_from_string(active)};
                 if (!l[d->n_listed].name || !l[d->n_listed].description) {
                         free(l[d->n_listed].name);
                         free(l[d->n_listed].description);
@@ -943,6 +954,9 @@ static int list_units(struct sd_driver *d, char *reason, size_t reason_size)
                 d->n_listed++;
         }
         bus_rearm(d);
+        /* indexed once complete: the array moved while it grew */
+        for (size_t i = 0; r >= 0 && i < d->n_listed; i++)
+                r = orch_hmap_insert(&d->listed_by_name, &d->listed[i].hnode, d->listed[i].name);
         if (r < 0) {
                 orch_snprintf(reason, reason_size,
                               "cannot list the orch units of the systemd manager at %s: %s", d->where,
@@ -956,10 +970,7 @@ static int list_units(struct sd_driver *d, char *reason, size_t reason_size)
 
 static const struct listed *find_listed(const struct sd_driver *d, const char *name)
 {
-        for (size_t i = 0; i < d->n_listed; i++)
-                if (streq(d->listed[i].name, name))
-                        return &d->listed[i];
-        return NULL;
+        return orch_hmap_entry(orch_hmap_get(&d->listed_by_name, name), struct listed, hnode);
 }
 
 static char *unit_description(const struct sd_driver *d, const char *id)
@@ -1296,8 +1307,9 @@ static int systemd_adopt(struct orch_driver_unit *base, const json_t *saved, pid
         struct sd_unit *u = container_of(base, struct sd_unit, base);
         struct sd_driver *d = u->d;
         _cleanup_(sd_bus_error_free) sd_bus_error error = SD_BUS_ERROR_NULL;
-        _cleanup_(sd_bus_message_unrefp) sd_bus_message *reply = NULL;
+        _cleanup_(freep) char *cgroup = NULL;
         const struct listed *l;
+        uint32_t pid = 0;
         int r;
 
         if (!d->bus)
@@ -1314,16 +1326,20 @@ static int systemd_adopt(struct orch_driver_unit *base, const json_t *saved, pid
                 return r < 0 ? r : 0;
         }
         reset_run(u);
-        r = sd_bus_call_method(d->bus, DEST, u->path, PROPS_IFACE, "GetAll", &error, &reply, "s",
-                               SERVICE_IFACE);
+        /* two Gets: a GetAll of the Service interface makes the manager compute some 300 values */
+        r = sd_bus_get_property_trivial(d->bus, DEST, u->path, SERVICE_IFACE, "ExecMainPID", &error, 'u',
+                                        &pid);
         if (r >= 0)
-                r = read_props(u, reply);
+                r = sd_bus_get_property_string(d->bus, DEST, u->path, SERVICE_IFACE, "ControlGroup", &error,
+                                               &cgroup);
         bus_rearm(d);
         if (r < 0) {
                 orch_snprintf(reason, reason_size, "cannot read the properties of %s: %s", u->name,
                               sd_bus_error_is_set(&error) ? error.message : strerror(-r));
                 return r;
         }
+        u->main_pid = (pid_t)pid;
+        u->cgroup = *cgroup ? TAKE_PTR(cgroup) : NULL;
         u->active = l->active;
         u->phase = PHASE_RUNNING;
         u->pid_reported = true;

@@ -1494,8 +1494,8 @@ static void recover_one(struct orch_supervisor *sv, const char *file, bool adopt
                                  "re-adopted, but its health check cannot run");
                 orch_log(ORCH_LOG_INFO, &in->log_ctx, "re-adopted pid %d", (int)in->pid);
                 (*adopted)++;
+                /* its state file says all this already: no write (a thousand new inodes cost a second) */
                 emit(in, false);
-                inst_persist(in);
         } else if (s.state == ORCH_INSTANCE_PENDING) {
                 /* it was waiting out a backoff: the restart it was due */
                 emit(in, false);
