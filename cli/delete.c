@@ -97,7 +97,7 @@ static int delete_run(int argc, char **argv)
 const struct orch_cmd orch_cmd_delete = {
         .name = "delete",
         .usage = "delete SERVICE... | -f PATH... [--ignore-not-found]",
-        .summary = "Delete services: their instances are stopped, then the service is gone.",
+        .summary = "Delete services (their instances are stopped first).",
         .help = "Options:\n"
                 "  -f, --filename PATH   delete the services named in these manifests (files or\n"
                 "                        directories, '-' for standard input; repeatable)\n"

@@ -486,7 +486,7 @@ static int describe_run(int argc, char **argv)
 const struct orch_cmd orch_cmd_describe = {
         .name = "describe",
         .usage = "describe service|instance|node NAME",
-        .summary = "Show everything about one service, instance or node, and its recent events.",
+        .summary = "Show one service, instance or node in detail, with recent events.",
         .help = "Kinds: service (services, svc), instance (instances, inst), node (nodes, no).\n"
                 "\n"
                 "Options:\n"

@@ -112,7 +112,7 @@ static int drain_run(int argc, char **argv)
 const struct orch_cmd orch_cmd_drain = {
         .name = "drain",
         .usage = "drain NODE [--wait] [--timeout DURATION]",
-        .summary = "Stop placing instances on a node and move its instances elsewhere.",
+        .summary = "Move the instances of a node elsewhere and keep new ones off it.",
         .help = "Options:\n"
                 "      --wait              wait until no instance runs on the node any more\n"
                 "      --timeout DURATION  with --wait: give up after this long (exit 1), e.g. 5m\n"

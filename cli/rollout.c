@@ -240,7 +240,7 @@ static int rollout_run(int argc, char **argv)
 const struct orch_cmd orch_cmd_rollout = {
         .name = "rollout",
         .usage = "rollout status|undo SERVICE [--no-wait] [--timeout DURATION]",
-        .summary = "Watch a service's rolling update, or roll back to the previous revision.",
+        .summary = "Follow a rolling update, or roll back to the previous revision.",
         .help = "Actions:\n"
                 "  status SERVICE  print the rollout's progress (new, old and healthy instances, what it\n"
                 "                  waits for, the deadline) until it completes (exit 0) or fails (exit 1:\n"
