@@ -85,10 +85,10 @@ int orch_cli_getopt(const struct orch_cmd *cmd, int argc, char **argv, const cha
                         return ORCH_CLI_GETOPT_USAGE;
                 case '?':
                         /* "-1" reads as an option; the user meant a number */
-                        if (argv[optind - 1][0] == '-' && argv[optind - 1][1] >= '0' &&
-                            argv[optind - 1][1] <= '9')
-                                orch_cli_usage_error(cmd, "'%s': negative numbers are not accepted",
-                                                     argv[optind - 1]);
+                        if (optopt >= '0' && optopt <= '9')
+                                orch_cli_usage_error(
+                                        cmd, "unknown option '-%c': negative numbers are not accepted",
+                                        optopt);
                         else if (optopt > 0 && optopt < 0x100)
                                 orch_cli_usage_error(cmd, "unknown option '-%c'", optopt);
                         else
