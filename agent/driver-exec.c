@@ -47,6 +47,14 @@ struct exec_unit {
         uint64_t oom_base; /* the cgroup's OOM counter when the process started */
         int open_handles;
         bool freeing;
+
+        /* A spawn on libuv's thread pool (see exec_start): its result, filled by the worker. */
+        uv_work_t work;
+        bool spawning;
+        int spawn_r;
+        struct orch_spawn_result spawn_res;
+        char spawn_reason[ORCH_DRIVER_REASON_MAX];
+        bool stop_pending, kill_pending; /* asked while the spawn was in flight */
 };
 
 static const struct orch_driver_ops exec_ops;
@@ -209,10 +217,13 @@ static int watch_process(struct exec_unit *u)
 
 /* --- the unit --------------------------------------------------------------------------------- */
 
-static int exec_start(struct orch_driver_unit *base, pid_t *ret_pid, char *reason, size_t reason_size)
+static int exec_start_sync(struct exec_unit *u, pid_t *ret_pid, char *reason, size_t reason_size);
+static void exec_stop(struct orch_driver_unit *base);
+static void exec_kill(struct orch_driver_unit *base);
+
+static void spawn_params(struct exec_unit *u, struct orch_spawn_params *sp)
 {
-        struct exec_unit *u = container_of(base, struct exec_unit, base);
-        struct orch_spawn_params sp = {
+        *sp = (struct orch_spawn_params){
                 .argv = u->p.argv,
                 .envp = u->p.envp,
                 .workdir = u->p.workdir,
@@ -228,17 +239,17 @@ static int exec_start(struct orch_driver_unit *base, pid_t *ret_pid, char *reaso
                 .cgroup = u->cg,
                 .nofile_limit = u->p.nofile_limit,
         };
-        struct orch_spawn_result res;
+}
+
+/* Takes over a spawned child: watched by its pidfd from now on. */
+static int adopt_child(struct exec_unit *u, const struct orch_spawn_result *res, char *reason,
+                       size_t reason_size)
+{
         siginfo_t si;
         int r;
 
-        if (u->cg && u->p.spec->resources.memory > 0)
-                orch_cgroup_oom_count(u->cg, &u->oom_base);
-        r = orch_spawn(&sp, &res, reason, reason_size);
-        if (r < 0)
-                return r;
-        u->pid = res.pid;
-        u->pidfd = res.pidfd;
+        u->pid = res->pid;
+        u->pidfd = res->pidfd;
         u->adopted = false;
         if (proc_start_time(u->pid, &u->start_time) < 0)
                 u->start_time = 0; /* it died already: the exit poll tells */
@@ -253,6 +264,102 @@ static int exec_start(struct orch_driver_unit *base, pid_t *ret_pid, char *reaso
                 kill_leftovers(u);
                 return r;
         }
+        return 0;
+}
+
+static void spawn_work(uv_work_t *w)
+{
+        struct exec_unit *u = container_of(w, struct exec_unit, work);
+        struct orch_spawn_params sp;
+
+        /* orch_spawn keeps no shared state: several run at once on the pool's threads */
+        spawn_params(u, &sp);
+        u->spawn_r = orch_spawn(&sp, &u->spawn_res, u->spawn_reason, sizeof u->spawn_reason);
+}
+
+static void spawn_done(uv_work_t *w, int status)
+{
+        struct exec_unit *u = container_of(w, struct exec_unit, work);
+        struct orch_driver_exit e = {.code = -1, .start_failed = true};
+        char reason[ORCH_DRIVER_REASON_MAX];
+        int r = u->spawn_r;
+
+        u->spawning = false;
+        u->open_handles--;
+        if (u->freeing) {
+                /* nobody wants it any more: a child that started anyway is killed and reaped */
+                if (r >= 0) {
+                        siginfo_t si;
+                        kill(u->spawn_res.pid, SIGKILL);
+                        waitid((idtype_t)P_PIDFD, (id_t)u->spawn_res.pidfd, &si, WEXITED);
+                        close(u->spawn_res.pidfd);
+                }
+                if (u->open_handles == 0)
+                        unit_free_now(u);
+                return;
+        }
+        if (r >= 0 && status >= 0)
+                r = adopt_child(u, &u->spawn_res, reason, sizeof reason);
+        else if (r >= 0) {
+                siginfo_t si;
+                kill(u->spawn_res.pid, SIGKILL);
+                waitid((idtype_t)P_PIDFD, (id_t)u->spawn_res.pidfd, &si, WEXITED);
+                close(u->spawn_res.pidfd);
+                orch_snprintf(reason, sizeof reason, "spawn cancelled");
+                r = -ECANCELED;
+        } else
+                orch_strlcpy(reason, u->spawn_reason, sizeof reason);
+        if (r < 0) {
+                e.reason = reason;
+                u->p.events->exited(u->p.userdata, &e);
+                return;
+        }
+        u->p.events->started(u->p.userdata, u->pid);
+        /* a stop or kill that came while the spawn ran applies now */
+        if (u->kill_pending)
+                exec_kill(&u->base);
+        else if (u->stop_pending)
+                exec_stop(&u->base);
+        u->stop_pending = u->kill_pending = false;
+}
+
+/* Spawning waits for the child to exec (vfork semantics): with a burst of starts on a busy host
+ * most of that wait is the child waiting for a CPU. The spawn therefore runs on libuv's thread
+ * pool, several at once, and the loop goes on; `started` (or `exited` with start_failed) follows. */
+static int exec_start(struct orch_driver_unit *base, pid_t *ret_pid, char *reason, size_t reason_size)
+{
+        struct exec_unit *u = container_of(base, struct exec_unit, base);
+        int r;
+
+        if (u->spawning)
+                return -EBUSY;
+        if (u->cg && u->p.spec->resources.memory > 0)
+                orch_cgroup_oom_count(u->cg, &u->oom_base);
+        u->stop_pending = u->kill_pending = false;
+        r = uv_queue_work(u->d->loop, &u->work, spawn_work, spawn_done);
+        if (r >= 0) {
+                u->spawning = true;
+                u->open_handles++; /* the unit outlives the work */
+                *ret_pid = 0;
+                return 0;
+        }
+        return exec_start_sync(u, ret_pid, reason, reason_size);
+}
+
+/* Without a thread for the spawn (uv_queue_work failed): the same, on the loop. */
+static int exec_start_sync(struct exec_unit *u, pid_t *ret_pid, char *reason, size_t reason_size)
+{
+        struct orch_spawn_params sp;
+        struct orch_spawn_result res;
+        int r;
+
+        spawn_params(u, &sp);
+        r = orch_spawn(&sp, &res, reason, reason_size);
+        if (r < 0)
+                return r;
+        r = adopt_child(u, &res, reason, reason_size);
+        if (r < 0)
+                return r;
         *ret_pid = u->pid;
         return 0;
 }
@@ -262,6 +369,8 @@ static void exec_stop(struct orch_driver_unit *base)
         struct exec_unit *u = container_of(base, struct exec_unit, base);
         int sig = u->p.spec->stop.signal;
 
+        if (u->spawning)
+                u->stop_pending = true;
         if (u->pid <= 0)
                 return;
         /* the whole process group of the main process: shells and their children hear it too */
@@ -274,6 +383,8 @@ static void exec_kill(struct orch_driver_unit *base)
         struct exec_unit *u = container_of(base, struct exec_unit, base);
         char reason[256];
 
+        if (u->spawning)
+                u->kill_pending = true;
         if (u->cg) {
                 if (orch_cgroup_kill(u->cg, KILL_WAIT_USEC, reason, sizeof reason) < 0)
                         orch_log(ORCH_LOG_WARN, &u->log_ctx, "%s", reason);

@@ -31,6 +31,7 @@ struct options {
         char *join_token_file;
         char *driver;
         char *address;
+        char *systemd_address;
         char **files;
         bool standalone;
         bool allow_root;
@@ -133,6 +134,8 @@ static int set_option(void *userdata, const char *name, const char *value, char 
         }
         if (streq(name, "address"))
                 return set_string(&o->address, value);
+        if (streq(name, "systemd-address"))
+                return set_string(&o->systemd_address, value);
         if (streq(name, "file"))
                 return orch_strv_push(&o->files, value);
         if (streq(name, "standalone"))
@@ -195,6 +198,9 @@ static const struct orch_option options[] = {
         OPT("join-token-file", "FILE",
             "orchd's node join token [/var/lib/orch/join.token; or $ORCH_JOIN_TOKEN]"),
         OPT("driver", "DRIVER", "default driver: exec or systemd [exec]"),
+        OPT("systemd-address", "ADDRESS",
+            "sd-bus address of the systemd manager for the systemd driver [the system manager; or "
+            "$ORCH_SYSTEMD_ADDRESS]"),
         OPT("address", "ADDR", "the address clients reach this node's instances at [as orchd sees it]"),
         OPT("cpus", "CORES", "CPU capacity offered to orchd [all online CPUs]"),
         OPT("memory", "SIZE", "memory capacity offered to orchd [all physical memory]"),
@@ -220,6 +226,7 @@ static void options_release(struct options *o)
         free(o->join_token_file);
         free(o->driver);
         free(o->address);
+        free(o->systemd_address);
         orch_strv_free(o->files);
 }
 
@@ -409,6 +416,8 @@ int main(int argc, char **argv)
         int r, adopted;
 
         orch_log_set_program("orch-agent");
+        /* spawns run on libuv's thread pool, several at once (agent/driver-exec.c) */
+        setenv("UV_THREADPOOL_SIZE", "16", 0);
         orch_log_open_auto();
         signal(SIGPIPE, SIG_IGN);
         orch_daemon_raise_nofile(); /* two descriptors per instance (pidfd, OOM) */
@@ -476,6 +485,7 @@ int main(int argc, char **argv)
                         .logs = a.logs,
                         .allow_root = a.opt.allow_root,
                         .default_driver = driver,
+                        .systemd_address = a.opt.systemd_address,
                         .on_event = on_event,
                         .userdata = &a,
                 };
@@ -483,6 +493,12 @@ int main(int argc, char **argv)
         }
         if (r < 0) {
                 log_error_errno(r, "cannot set up");
+                return 1;
+        }
+        if (driver == ORCH_DRIVER_SYSTEMD &&
+            !orch_supervisor_driver_available(a.sv, ORCH_DRIVER_SYSTEMD, reason, sizeof reason)) {
+                /* every instance would be refused: say so now rather than once per instance */
+                log_error("--driver systemd: %s", reason);
                 return 1;
         }
 
@@ -512,8 +528,14 @@ int main(int argc, char **argv)
                 orch_strv_free(w.drop);
         } else {
                 size_t n_labels = orch_strv_length(a.opt.labels);
-                static const char *const drivers[] = {"exec"};
+                const char *drivers[2] = {"exec"};
+                size_t n_drivers = 1;
+                char why[256];
                 struct orch_conn_config cc;
+
+                /* orchd places systemd-driver services only on nodes that can run them */
+                if (orch_supervisor_driver_available(a.sv, ORCH_DRIVER_SYSTEMD, why, sizeof why))
+                        drivers[n_drivers++] = "systemd";
 
                 r = read_token(a.opt.join_token_file, &token);
                 if (r < 0)
@@ -536,7 +558,7 @@ int main(int argc, char **argv)
                         .cpu_millis = a.opt.cpu_millis ? a.opt.cpu_millis : detect_cpu_millis(),
                         .memory = a.opt.memory ? a.opt.memory : detect_memory(),
                         .drivers = drivers,
-                        .n_drivers = ELEMENTSOF(drivers),
+                        .n_drivers = n_drivers,
                         .stop_after_disconnect_ms = a.opt.stop_after_disconnect_ms,
                         .on_ready = on_ready,
                         .userdata = &a,

@@ -1537,7 +1537,8 @@ static void restart_post(struct vctx *c, const struct orch_ynode *map, const cha
 
 static const struct field restart_fields[] = {
         [R_POLICY] = {"policy", F_ENUM, OFF(restart.policy), ENUM_NAMES(restart_policy_names), .skip = -1},
-        [R_BACKOFF] = {"backoff", F_DURATION, OFF(restart.backoff_ms), 1, DAY_MS},
+        /* 0s: restart at once (the fastest recovery, for instances that crash rarely) */
+        [R_BACKOFF] = {"backoff", F_DURATION, OFF(restart.backoff_ms), 0, DAY_MS},
         [R_MAX_BACKOFF] = {"max_backoff", F_DURATION, OFF(restart.max_backoff_ms), 1, DAY_MS},
         {"reset_after", F_DURATION, OFF(restart.reset_after_ms), 0, ORCH_DURATION_MAX_MS},
 };
