@@ -19,6 +19,24 @@ extern const struct orch_cmd orch_cmd_apply;
  * line of its error is the index of the document, which leads back to the service's own file and
  * position.
  */
+/* Appends JSON text to a YAML stream. YAML reads NEL, LINE SEPARATOR and PARAGRAPH SEPARATOR as
+ * line breaks, which fold inside a quoted scalar, where JSON keeps them as characters: written as
+ * \u escapes they stay what they are (they only occur inside strings). */
+static void put_json_as_yaml(struct orch_buf *b, const char *json)
+{
+        for (const char *p = json; *p; p++) {
+                if ((unsigned char)p[0] == 0xc2 && (unsigned char)p[1] == 0x85) {
+                        orch_buf_puts(b, "\\u0085");
+                        p++;
+                } else if ((unsigned char)p[0] == 0xe2 && (unsigned char)p[1] == 0x80 &&
+                           ((unsigned char)p[2] == 0xa8 || (unsigned char)p[2] == 0xa9)) {
+                        orch_buf_puts(b, (unsigned char)p[2] == 0xa8 ? "\\u2028" : "\\u2029");
+                        p += 2;
+                } else
+                        orch_buf_putc(b, *p);
+        }
+}
+
 static int build_body(const struct orch_manifest *m, struct orch_buf *ret)
 {
         for (size_t i = 0; i < m->n_services; i++) {
@@ -31,7 +49,9 @@ static int build_body(const struct orch_manifest *m, struct orch_buf *ret)
                 text = orch_json_dumps_canonical(j);
                 if (!text)
                         return -ENOMEM;
-                orch_buf_printf(ret, "--- %s\n", text);
+                orch_buf_puts(ret, "--- ");
+                put_json_as_yaml(ret, text);
+                orch_buf_putc(ret, '\n');
         }
         return ret->oom ? -ENOMEM : 0;
 }
