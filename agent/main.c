@@ -412,6 +412,9 @@ int main(int argc, char **argv)
         _cleanup_(freep) struct orch_conn_label *labels = NULL;
         char reason[512], hostname[256];
         enum orch_driver driver = ORCH_DRIVER_EXEC;
+        /* the connection reads these whenever it says hello: they live as long as main */
+        const char *drivers[2] = {"exec"};
+        size_t n_drivers = 1;
         uint16_t lo, hi;
         int r, adopted;
 
@@ -528,8 +531,6 @@ int main(int argc, char **argv)
                 orch_strv_free(w.drop);
         } else {
                 size_t n_labels = orch_strv_length(a.opt.labels);
-                const char *drivers[2] = {"exec"};
-                size_t n_drivers = 1;
                 char why[256];
                 struct orch_conn_config cc;
 

@@ -21,10 +21,13 @@
 /* /v1/events without follow: at most this many events per answer (use since= to page). */
 #define EVENTS_PAGE_MAX 10000
 
+struct events_filter;
+
 struct follower {
         struct orch_api *api;
         struct orch_httpd_req *req;
         struct orch_list link;
+        char *service, *instance, *node; /* the request's filter */
 };
 
 struct log_request {
@@ -419,6 +422,10 @@ static void handle_rollout(struct orch_httpd_req *req, const struct orch_router_
                       "reverting", svc->rollout.reverting, "deadline",
                       *deadline ? json_string(deadline) : json_null(), "message",
                       svc->rollout.message ? json_string(svc->rollout.message) : json_null());
+        if (o && svc->rollout.failed_reason)
+                json_object_set_new(o, "last_failure",
+                                    json_pack("{s:s, s:s}", "revision", svc->rollout.failed_revision,
+                                              "reason", svc->rollout.failed_reason));
         reply_json(api, req, 200, o);
 }
 
@@ -567,20 +574,67 @@ static void handle_uncordon(struct orch_httpd_req *req, const struct orch_router
 
 /* --- events --------------------------------------------------------------------------------- */
 
+/* Which events a request wants: by service, instance or node (exact names), and only the last N. */
+struct events_filter {
+        char *service, *instance, *node;
+        uint64_t last; /* 0: all */
+};
+
+static void events_filter_release(struct events_filter *f)
+{
+        free(f->service);
+        free(f->instance);
+        free(f->node);
+}
+
+/* Events are compact JSON with names of [a-z0-9.-], so an exact "key":"value" match is a
+ * substring test (the closing quote keeps "web" from matching "web2"). */
+static bool field_matches(const char *json, size_t len, const char *key, const char *value)
+{
+        char pat[160];
+
+        if (!value)
+                return true;
+        if (orch_snprintf(pat, sizeof pat, "\"%s\":\"%s\"", key, value) < 0)
+                return false;
+        return memmem(json, len, pat, strlen(pat)) != NULL;
+}
+
+static bool event_matches(const struct events_filter *f, const char *json, size_t len)
+{
+        return field_matches(json, len, "service", f->service) &&
+               field_matches(json, len, "instance", f->instance) &&
+               field_matches(json, len, "node", f->node);
+}
+
 struct events_page {
         struct orch_httpd_req *req;
+        const struct events_filter *filter;
         bool stream;
         struct orch_buf buf;
-        uint64_t last;
+        /* with filter->last: a ring of the last matching lines */
+        char **ring;
+        size_t ring_next, ring_n;
 };
 
 static int event_row(uint64_t index, const char *value, size_t len, void *userdata)
 {
         struct events_page *p = userdata;
 
+        if (!event_matches(p->filter, value, len))
+                return 0;
+        if (p->ring) {
+                char *line = strndup(value, len);
+                if (!line)
+                        return -ENOMEM;
+                free(p->ring[p->ring_next]);
+                p->ring[p->ring_next] = line;
+                p->ring_next = (p->ring_next + 1) % p->filter->last;
+                p->ring_n = MIN(p->ring_n + 1, (size_t)p->filter->last);
+                return 0;
+        }
         orch_buf_put(&p->buf, value, len);
         orch_buf_putc(&p->buf, '\n');
-        p->last = index;
         if (p->stream && p->buf.len > 64 * 1024) {
                 orch_httpd_stream_write(p->req, p->buf.data, p->buf.len);
                 orch_buf_reset(&p->buf);
@@ -588,30 +642,80 @@ static int event_row(uint64_t index, const char *value, size_t len, void *userda
         return 0;
 }
 
+/* Moves the ring's lines, oldest first, into the buffer. */
+static void ring_drain(struct events_page *p)
+{
+        size_t n = p->filter->last;
+
+        if (!p->ring)
+                return;
+        for (size_t k = 0; k < p->ring_n; k++) {
+                size_t i = (p->ring_next + n - p->ring_n + k) % n;
+                orch_buf_puts(&p->buf, p->ring[i]);
+                orch_buf_putc(&p->buf, '\n');
+        }
+        for (size_t i = 0; i < n; i++)
+                free(p->ring[i]);
+        free(p->ring);
+        p->ring = NULL;
+}
+
+static void follower_free(struct follower *f)
+{
+        orch_list_remove(&f->link);
+        free(f->service);
+        free(f->instance);
+        free(f->node);
+        free(f);
+}
+
 static void follower_closed(struct orch_httpd_req *req, void *userdata)
 {
-        struct follower *f = userdata;
-
-        orch_list_remove(&f->link);
-        free(f);
+        follower_free(userdata);
 }
 
 static void handle_events(struct orch_httpd_req *req, const struct orch_router_params *params,
                           void *userdata)
 {
         struct orch_api *api = userdata;
-        struct events_page page = {.req = req};
-        _cleanup_(freep) char *since_s = NULL;
+        struct events_filter filter = {0};
+        struct events_page page = {.req = req, .filter = &filter};
+        _cleanup_(freep) char *since_s = NULL, *last_s = NULL;
         uint64_t since = 0;
         bool follow = query_flag(req, "follow");
+        char idx[32];
         int r;
 
         if (orch_httpd_req_query(req, "since", &since_s) >= 0 && orch_parse_u64(since_s, &since) < 0) {
                 reply_error(api, req, 400, "since: expected an event index (a non-negative integer)");
                 return;
         }
+        if (orch_httpd_req_query(req, "last", &last_s) >= 0 &&
+            (orch_parse_u64(last_s, &filter.last) < 0 || filter.last == 0 ||
+             filter.last > EVENTS_PAGE_MAX)) {
+                reply_error(api, req, 400, "last: expected a number of events from 1 to %d",
+                            EVENTS_PAGE_MAX);
+                return;
+        }
+        orch_httpd_req_query(req, "service", &filter.service);
+        orch_httpd_req_query(req, "instance", &filter.instance);
+        orch_httpd_req_query(req, "node", &filter.node);
+        if (filter.last && !(page.ring = calloc(filter.last, sizeof *page.ring))) {
+                events_filter_release(&filter);
+                reply_error(api, req, 500, "out of memory");
+                return;
+        }
+        /* without a filter, the last N are simply the N below the current index */
+        if (filter.last && !filter.service && !filter.instance && !filter.node &&
+            api->cfg.st->event_index > filter.last)
+                since = MAX(since, api->cfg.st->event_index - filter.last);
+        orch_snprintf(idx, sizeof idx, "%" PRIu64, api->cfg.st->event_index);
+        orch_httpd_req_add_header(req, "X-Orch-Index", idx);
         if (!follow) {
-                r = orch_store_events_since(api->cfg.st->store, since, EVENTS_PAGE_MAX, event_row, &page);
+                r = orch_store_events_since(api->cfg.st->store, since, filter.last ? 0 : EVENTS_PAGE_MAX,
+                                            event_row, &page);
+                ring_drain(&page);
+                events_filter_release(&filter);
                 if (r < 0) {
                         orch_buf_release(&page.buf);
                         reply_store_error(api, req, r);
@@ -625,28 +729,39 @@ static void handle_events(struct orch_httpd_req *req, const struct orch_router_p
         }
         /* history from the store, then live: published events are always newer than stored ones */
         count(api, 200);
-        if (orch_httpd_stream_start(req, 200, "application/x-ndjson") < 0)
+        if (orch_httpd_stream_start(req, 200, "application/x-ndjson") < 0) {
+                ring_drain(&page);
+                orch_buf_release(&page.buf);
+                events_filter_release(&filter);
                 return;
+        }
         page.stream = true;
         r = orch_store_events_since(api->cfg.st->store, since, 0, event_row, &page);
+        ring_drain(&page);
         if (page.buf.len)
                 orch_httpd_stream_write(req, page.buf.data, page.buf.len);
         orch_buf_release(&page.buf);
         if (r < 0) {
+                events_filter_release(&filter);
                 orch_httpd_stream_end(req);
                 return;
         }
         {
                 struct follower *f = calloc(1, sizeof *f);
                 if (!f) {
+                        events_filter_release(&filter);
                         orch_httpd_stream_end(req);
                         return;
                 }
                 f->api = api;
                 f->req = req;
+                f->service = TAKE_PTR(filter.service);
+                f->instance = TAKE_PTR(filter.instance);
+                f->node = TAKE_PTR(filter.node);
                 orch_list_append(&api->followers, &f->link);
                 orch_httpd_req_set_close_cb(req, follower_closed, f);
         }
+        events_filter_release(&filter);
 }
 
 void orch_api_publish_event(struct orch_api *api, uint64_t index, json_t *event)
@@ -661,6 +776,9 @@ void orch_api_publish_event(struct orch_api *api, uint64_t index, json_t *event)
                 return;
         orch_list_foreach_safe (p, t, &api->followers) {
                 struct follower *f = orch_list_entry(p, struct follower, link);
+                struct events_filter ff = {.service = f->service, .instance = f->instance, .node = f->node};
+                if (!event_matches(&ff, line, strlen(line)))
+                        continue;
                 if (orch_httpd_stream_congested(f->req)) {
                         /* a follower that cannot keep up is told where to resume, not fed forever */
                         char msg[160];
@@ -670,8 +788,7 @@ void orch_api_publish_event(struct orch_api *api, uint64_t index, json_t *event)
                         orch_httpd_stream_write(f->req, msg, strlen(msg));
                         orch_httpd_req_set_close_cb(f->req, NULL, NULL);
                         orch_httpd_stream_end(f->req);
-                        orch_list_remove(&f->link);
-                        free(f);
+                        follower_free(f);
                         continue;
                 }
                 orch_httpd_stream_write(f->req, line, strlen(line));
@@ -742,7 +859,10 @@ static void handle_logs(struct orch_httpd_req *req, const struct orch_router_par
                         }
         }
         if (!inst) {
-                reply_error(api, req, 404, "instance '%s' not found", id);
+                if (orch_state_service(api->cfg.st, id))
+                        reply_error(api, req, 404, "service '%s' has no running instance", id);
+                else
+                        reply_error(api, req, 404, "instance '%s' not found", id);
                 return;
         }
         if (orch_httpd_req_query(req, "tail", &tail_s) >= 0 && orch_parse_u64(tail_s, &tail) < 0) {
@@ -815,7 +935,8 @@ static void handle_apikey_create(struct orch_httpd_req *req, const struct orch_r
         body = orch_httpd_req_body(req, &len);
         j = json_loadb(body, len, 0, &err);
         if (!j || !json_is_object(j)) {
-                reply_error(api, req, 400, "body: expected a JSON object like {\"service\": \"web\", \"name\": \"ci\"}%s%s",
+                reply_error(api, req, 400,
+                            "body: expected a JSON object like {\"service\": \"web\", \"name\": \"ci\"}%s%s",
                             j ? "" : ": ", j ? "" : err.text);
                 return;
         }
@@ -841,7 +962,8 @@ static void handle_apikey_create(struct orch_httpd_req *req, const struct orch_r
         reply_json(api, req, 201, out);
 }
 
-static void handle_apikeys(struct orch_httpd_req *req, const struct orch_router_params *params, void *userdata)
+static void handle_apikeys(struct orch_httpd_req *req, const struct orch_router_params *params,
+                           void *userdata)
 {
         struct orch_api *api = userdata;
         json_t *arr = NULL;

@@ -445,8 +445,8 @@ int main(int argc, char **argv)
         uv_unref((uv_handle_t *)&trim);
         orch_daemon_watchdog_start(d.loop, &d.watchdog);
 
-        log_info("orchd %s serving the API on %s, agents on %s", ORCH_VERSION, d.opt.api_listen,
-                 d.opt.agent_listen);
+        log_info("orchd %s serving the API on %s (port %d), agents on %s", ORCH_VERSION, d.opt.api_listen,
+                 orch_api_port(d.api), d.opt.agent_listen);
         orch_daemon_ready("serving");
         uv_run(d.loop, UV_RUN_DEFAULT);
 
@@ -454,7 +454,8 @@ int main(int argc, char **argv)
         uv_run(d.loop, UV_RUN_NOWAIT);
         orch_state_flush(d.st);
         orch_registry_free(d.registry);
-        /* After the registry, which cannot drop a subscriber: requests in flight get the gateway's drain time. */
+        /* After the registry, which cannot drop a subscriber: requests in flight get the gateway's drain
+         * time. */
         orch_gateway_stop(d.gateway);
         uv_run(d.loop, UV_RUN_NOWAIT);
         orch_state_free(d.st);

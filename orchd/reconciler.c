@@ -266,6 +266,9 @@ static int fail_rollout(struct orch_reconciler *rc, struct orch_svc *svc, const 
         orch_strlcpy(to, svc->rollout.to_revision, sizeof to);
         svc->rollout.state = ORCH_ROLLOUT_FAILED;
         rollout_message(svc, why);
+        orch_strlcpy(svc->rollout.failed_revision, to, sizeof svc->rollout.failed_revision);
+        free(svc->rollout.failed_reason);
+        svc->rollout.failed_reason = strdup(why);
         orch_state_event(st, ORCH_EVENT_ROLLOUT,
                          json_pack("{s:s, s:s, s:s, s:s}", "service", svc->name, "revision", to, "state",
                                    "failed", "reason", why),
@@ -327,10 +330,17 @@ static int rollout_step(struct orch_reconciler *rc, struct orch_svc *svc, struct
                 }
         }
 
-        if (n_old == 0 && n_new >= R) {
+        /* done when nothing old is left and enough new instances serve (pending ones do not) */
+        if (n_old == 0 && n_new >= R && (!rollout || new_avail >= R)) {
                 if (rollout) {
                         svc->rollout.state = ORCH_ROLLOUT_COMPLETE;
                         rollout_message(svc, NULL);
+                        /* a forward rollout that succeeded makes an older failure history */
+                        if (!svc->rollout.reverting) {
+                                free(svc->rollout.failed_reason);
+                                svc->rollout.failed_reason = NULL;
+                                svc->rollout.failed_revision[0] = '\0';
+                        }
                         orch_state_event(rc->st, ORCH_EVENT_ROLLOUT,
                                          json_pack("{s:s, s:s, s:s}", "service", svc->name, "revision",
                                                    svc->revision, "state", "complete"),
@@ -543,6 +553,18 @@ static void tick_cb(uv_timer_t *t)
                 struct orch_svc *svc = container_of(n, struct orch_svc, hnode);
                 if (svc->rollout.state == ORCH_ROLLOUT_PROGRESSING || svc->deleting)
                         orch_state_mark_dirty(rc->st, svc);
+        }
+        /* a drain waits for min_healthy of the replacements, like a rollout */
+        for (n = orch_hmap_first(&rc->st->nodes, &it); n; n = orch_hmap_next(&rc->st->nodes, &it)) {
+                struct orch_node *node = container_of(n, struct orch_node, hnode);
+                struct orch_list *p;
+                if (!node->cordoned)
+                        continue;
+                orch_list_foreach (p, &node->instances) {
+                        struct orch_inst *inst = orch_list_entry(p, struct orch_inst, node_link);
+                        if (inst->desired_run)
+                                orch_state_mark_dirty(rc->st, inst->svc);
+                }
         }
 }
 

@@ -101,6 +101,7 @@ static void svc_free(struct orch_svc *svc)
         for (size_t i = 0; i < svc->n_revs; i++)
                 svc_rev_release(&svc->revs[i]);
         free(svc->rollout.message);
+        free(svc->rollout.failed_reason);
         free(svc->name);
         free(svc);
 }
@@ -358,6 +359,8 @@ static json_t *route_to_json(const struct orch_service *spec)
                          spec->route.strip_prefix, "port", spec->route.port ? spec->route.port : "");
 }
 
+static void add_last_failure(const struct orch_svc *svc, json_t *o);
+
 json_t *orch_svc_to_json(const struct orch_svc *svc, bool with_spec)
 {
         json_t *o = json_object(), *counts = json_object();
@@ -392,6 +395,7 @@ json_t *orch_svc_to_json(const struct orch_svc *svc, bool with_spec)
                 json_pack("{s:s, s:s, s:s, s:o}", "state", orch_rollout_state_to_string(svc->rollout.state),
                           "from", svc->rollout.from_revision, "to", svc->rollout.to_revision, "message",
                           svc->rollout.message ? json_string(svc->rollout.message) : json_null()));
+        add_last_failure(svc, o);
         if (with_spec) {
                 json_t *spec = NULL, *revs = json_array();
                 if (orch_service_to_json(svc->spec, &spec) >= 0)
@@ -445,6 +449,17 @@ json_t *orch_node_to_json(const struct orch_node *node)
 
 /* --- store records -------------------------------------------------------------------------- */
 
+/* The last failed rollout survives the automatic rollback it caused: `rollout status` says why. */
+static void add_last_failure(const struct orch_svc *svc, json_t *o)
+{
+        json_t *ro = o ? json_object_get(o, "rollout") : NULL;
+
+        if (ro && svc->rollout.failed_reason)
+                json_object_set_new(ro, "last_failure",
+                                    json_pack("{s:s, s:s}", "revision", svc->rollout.failed_revision,
+                                              "reason", svc->rollout.failed_reason));
+}
+
 static json_t *svc_record(const struct orch_svc *svc)
 {
         json_t *spec = NULL, *revs = json_array(), *o;
@@ -464,6 +479,7 @@ static json_t *svc_record(const struct orch_svc *svc)
                       (json_int_t)svc->rollout.started_at, "last_progress",
                       (json_int_t)svc->rollout.last_progress, "reverting", svc->rollout.reverting, "message",
                       svc->rollout.message ? json_string(svc->rollout.message) : json_null());
+        add_last_failure(svc, o);
         return o;
 }
 
@@ -768,11 +784,17 @@ int orch_state_apply_service(struct orch_state *st, struct orch_service *spec, c
                         r = svc_push_revision(svc, spec, revision, now);
                         if (r < 0)
                                 return r;
+                        /* a new rollout; the record of the last failed one stays */
+                        struct orch_rollout prev = svc->rollout;
+                        free(prev.message);
                         svc->rollout = (struct orch_rollout){
                                 .state = ORCH_ROLLOUT_PROGRESSING,
                                 .started_at = now,
                                 .last_progress = now,
+                                .failed_reason = prev.failed_reason,
                         };
+                        memcpy(svc->rollout.failed_revision, prev.failed_revision,
+                               sizeof prev.failed_revision);
                         orch_strlcpy(svc->rollout.from_revision, svc->revision,
                                      sizeof svc->rollout.from_revision);
                         orch_strlcpy(svc->rollout.to_revision, revision, sizeof svc->rollout.to_revision);
@@ -805,8 +827,8 @@ int orch_state_apply_service(struct orch_state *st, struct orch_service *spec, c
         orch_state_event(st, ORCH_EVENT_SERVICE_APPLIED,
                          json_pack("{s:s, s:s, s:s}", "service", svc->name, "revision", svc->revision,
                                    "change", *ret_change),
-                         "service %s %s (revision %s, %u replicas)", svc->name, *ret_change, svc->revision,
-                         svc->spec->replicas);
+                         "service %s %s (revision %s, %u replica%s)", svc->name, *ret_change, svc->revision,
+                         svc->spec->replicas, svc->spec->replicas == 1 ? "" : "s");
         return 1;
 }
 
@@ -1124,6 +1146,16 @@ static int load_service(const char *key, const char *value, size_t len, void *us
                 orch_json_get_bool(ro, "reverting", &svc->rollout.reverting);
                 if (orch_json_get_string(ro, "message", &s) >= 0)
                         svc->rollout.message = strdup(s);
+                {
+                        json_t *lf;
+                        if (orch_json_get_object(ro, "last_failure", &lf) >= 0) {
+                                if (orch_json_get_string(lf, "revision", &s) >= 0)
+                                        orch_strlcpy(svc->rollout.failed_revision, s,
+                                                     sizeof svc->rollout.failed_revision);
+                                if (orch_json_get_string(lf, "reason", &s) >= 0)
+                                        svc->rollout.failed_reason = strdup(s);
+                        }
+                }
         }
         return 0;
 }

@@ -58,6 +58,9 @@ struct orch_rollout {
         uint64_t last_progress;  /* realtime ms: the deadline counts from here */
         bool reverting;          /* this rollout is an automatic rollback */
         char *message;           /* why it failed, or what it waits for */
+        /* The last failed rollout, kept across the rollback it caused. */
+        char failed_revision[ORCH_REVISION_LEN + 1];
+        char *failed_reason;
 };
 
 struct orch_svc {
