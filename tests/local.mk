@@ -176,3 +176,10 @@ EXTRA_DIST += tests/integration/cli.sh
 TESTS += tests/integration/cluster.sh tests/integration/cluster-restart.sh tests/integration/cluster-api.sh
 EXTRA_DIST += tests/integration/lib.sh tests/integration/cluster.sh tests/integration/cluster-restart.sh \
 	tests/integration/cluster-api.sh
+
+## Self-healing: an agent killed (fast and default heartbeats), a node partitioned in network
+## namespaces and healed.
+TESTS += tests/integration/chaos-agent-kill.sh tests/integration/chaos-agent-kill-default.sh \
+	tests/integration/chaos-partition.sh
+EXTRA_DIST += tests/integration/chaos-agent-kill.sh tests/integration/chaos-agent-kill-default.sh \
+	tests/integration/chaos-partition.sh

@@ -15,6 +15,7 @@ it_init
 IT_ORCHD_EXTRA=(--heartbeat-interval 300ms)
 it_orchd_start
 for k in 1 2 3; do it_agent_start "$k"; done
+it_wait_nodes 3
 
 apply "kind: service
 name: web

@@ -15,6 +15,7 @@ it_init
 IT_ORCHD_EXTRA=(--heartbeat-interval 300ms)
 it_orchd_start
 for k in 1 2 3; do it_agent_start "$k"; done
+it_wait_nodes 3
 
 apply "kind: service
 name: web
@@ -44,7 +45,6 @@ on_nodes() {
 	for k in 1 2 3; do node_procs "$k" | sed "s/^/node$k /"; done | sort
 }
 services() { api GET /v1/services | jpy '" ".join("%s:%s:%s" % (s["name"], s["replicas"], s["revision"]) for s in j)'; }
-ready_nodes() { api GET /v1/nodes | jpy 'len([n for n in j if n["state"] == "ready" and n["connected"]])'; }
 # serving: every web instance seen before answers its health check (orchd need not be up).
 serving() {
 	local a

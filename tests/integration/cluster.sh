@@ -17,8 +17,7 @@ it_orchd_start
 it_agent_start 1 --label zone=a --memory 1Gi --cpus 2
 it_agent_start 2 --label zone=b --memory 1Gi --cpus 2
 it_agent_start 3 --label zone=b --memory 1Gi --cpus 2
-ready_nodes() { api GET /v1/nodes | jpy 'len([n for n in j if n["state"] == "ready"])'; }
-wait_for '[ "$(ready_nodes)" = 3 ]' 20 "3 ready nodes" || it_fail "the agents did not register"
+it_wait_nodes 3
 it_ok "orchd and 3 agents up"
 
 # service NAME REPLICAS [EXTRA-YAML-LINES]: a sleeping instance of the test program, as nobody.

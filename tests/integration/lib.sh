@@ -330,7 +330,8 @@ it_gone() {
 # succeeds (0) or SECONDS (may have a fraction) have passed (1, after a message naming WHAT).
 wait_for() {
 	local cond=$1 secs=$2 what=${3:-$1} deadline
-	deadline=$(($(date +%s%N) + $(awk -v s="$secs" 'BEGIN {printf "%d", s * 1e9}')))
+	# milliseconds from awk (mawk's %d stops at 2^31), nanoseconds in the shell
+	deadline=$(($(date +%s%N) + $(awk -v s="$secs" 'BEGIN {printf "%d", s * 1000}') * 1000000))
 	while :; do
 		if (eval "$cond") >/dev/null 2>&1; then return 0; fi
 		if [ "$(date +%s%N)" -ge "$deadline" ]; then
@@ -383,13 +384,16 @@ scale() {
 	out=$(api POST "/v1/services/$1/scale" "{\"replicas\": $2}") || it_fail "scale $1 $2 refused: $out"
 }
 
-# jpy EXPR: evaluates the Python expression EXPR with j bound to the JSON on stdin; prints a
-# string as is, anything else as JSON. Exit status 0 unless EXPR is False or None.
+# jpy CODE: evaluates Python with j bound to the JSON on stdin: the last line of CODE is an
+# expression, the lines before it statements. Prints a string result as is, anything else as JSON;
+# exit status 0 unless the result is False or None.
 jpy() {
 	"$IT_PY" -c '
 import json, sys, collections
 j = json.load(sys.stdin)
-r = eval(sys.argv[1])
+lines = sys.argv[1].strip().split("\n")
+exec("\n".join(lines[:-1]))
+r = eval(lines[-1])
 if r is False or r is None:
     sys.exit(1)
 if r is not True:
@@ -415,6 +419,15 @@ running_by_node() {
 
 # node_state NODE: ready, down or draining, as orchd sees it.
 node_state() { api GET "/v1/nodes/$1" | jpy 'j["state"]'; }
+
+# ready_nodes: how many nodes are ready with their agent connected.
+ready_nodes() { api GET /v1/nodes | jpy 'len([n for n in j if n["state"] == "ready" and n.get("connected", True)])'; }
+
+# it_wait_nodes N [SECONDS]: waits until N nodes are ready (before an apply that should use them all).
+it_wait_nodes() {
+	wait_for "[ \"\$(ready_nodes)\" = $1 ]" "${2:-20}" "$1 ready nodes" ||
+		it_fail "$(ready_nodes) nodes are ready, not $1: $(api GET /v1/nodes | jpy '[(n["name"], n["state"]) for n in j]')"
+}
 
 # --- the truth on the nodes -----------------------------------------------------------------------
 # orchd's view can be wrong; these look at the cgroups and processes themselves.
