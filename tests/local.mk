@@ -183,3 +183,10 @@ TESTS += tests/integration/chaos-agent-kill.sh tests/integration/chaos-agent-kil
 	tests/integration/chaos-partition.sh
 EXTRA_DIST += tests/integration/chaos-agent-kill.sh tests/integration/chaos-agent-kill-default.sh \
 	tests/integration/chaos-partition.sh
+
+## orchd's agent endpoint against fake agents over TCP (hello and fencing, commands and acks, events,
+## TTL, log streams, drain delay), with the real state, store and reconciler.
+UNIT_TESTS += tests/unit/test-agents
+tests_unit_test_agents_SOURCES = tests/unit/test-agents.c tests/unit/testing.h
+tests_unit_test_agents_CPPFLAGS = $(UNIT_CPPFLAGS) -I$(top_srcdir)/orchd
+tests_unit_test_agents_LDADD = $(CORE_LIBS) $(UNIT_LDADD) $(LIBUV_LIBS)
