@@ -190,3 +190,11 @@ UNIT_TESTS += tests/unit/test-agents
 tests_unit_test_agents_SOURCES = tests/unit/test-agents.c tests/unit/testing.h
 tests_unit_test_agents_CPPFLAGS = $(UNIT_CPPFLAGS) -I$(top_srcdir)/orchd
 tests_unit_test_agents_LDADD = $(CORE_LIBS) $(UNIT_LDADD) $(LIBUV_LIBS)
+
+## orchd's HTTP API for real (orch_api on port 0 over state, store, reconciler and registry),
+## driven with lib/httpclient: status codes and the JSON keys of SPEC §3 and §4. The API calls the
+## gateway's key store, which calls back into the core: CORE_LIBS on both sides of it.
+UNIT_TESTS += tests/unit/test-api
+tests_unit_test_api_SOURCES = tests/unit/test-api.c tests/unit/testing.h
+tests_unit_test_api_CPPFLAGS = $(UNIT_CPPFLAGS) -I$(top_srcdir)/orchd
+tests_unit_test_api_LDADD = $(CORE_LIBS) $(GATEWAY_LIBS) $(CORE_LIBS) $(UNIT_LDADD) lib/libllhttp.a $(LIBUV_LIBS) -lpthread
