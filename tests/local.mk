@@ -198,3 +198,10 @@ UNIT_TESTS += tests/unit/test-api
 tests_unit_test_api_SOURCES = tests/unit/test-api.c tests/unit/testing.h
 tests_unit_test_api_CPPFLAGS = $(UNIT_CPPFLAGS) -I$(top_srcdir)/orchd
 tests_unit_test_api_LDADD = $(CORE_LIBS) $(GATEWAY_LIBS) $(CORE_LIBS) $(UNIT_LDADD) lib/libllhttp.a $(LIBUV_LIBS) -lpthread
+
+## The service registry over the real state and store: who is an endpoint, the index rising once per
+## change, and blocking queries through the real API (answer on change, time out, clients that leave).
+UNIT_TESTS += tests/unit/test-registry
+tests_unit_test_registry_SOURCES = tests/unit/test-registry.c tests/unit/testing.h
+tests_unit_test_registry_CPPFLAGS = $(UNIT_CPPFLAGS) -I$(top_srcdir)/orchd
+tests_unit_test_registry_LDADD = $(CORE_LIBS) $(GATEWAY_LIBS) $(CORE_LIBS) $(UNIT_LDADD) lib/libllhttp.a $(LIBUV_LIBS) -lpthread
