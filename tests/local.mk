@@ -205,3 +205,9 @@ UNIT_TESTS += tests/unit/test-registry
 tests_unit_test_registry_SOURCES = tests/unit/test-registry.c tests/unit/testing.h
 tests_unit_test_registry_CPPFLAGS = $(UNIT_CPPFLAGS) -I$(top_srcdir)/orchd
 tests_unit_test_registry_LDADD = $(CORE_LIBS) $(GATEWAY_LIBS) $(CORE_LIBS) $(UNIT_LDADD) lib/libllhttp.a $(LIBUV_LIBS) -lpthread
+
+## The API gateway (orchd/gateway): its parts, then the whole gateway in front of orch-testprog backends.
+UNIT_TESTS += tests/unit/test-gateway
+tests_unit_test_gateway_SOURCES = tests/unit/test-gateway.c tests/unit/testing.h
+tests_unit_test_gateway_CPPFLAGS = $(UNIT_CPPFLAGS) -I$(top_srcdir)/orchd
+tests_unit_test_gateway_LDADD = $(GATEWAY_LIBS) $(CORE_LIBS) $(UNIT_LDADD) $(LIBUV_LIBS) -lpthread

@@ -92,12 +92,13 @@ int gw_balance_pick(struct gw_health *const *health, size_t n, const size_t *tri
                 return a;
         if (health[a]->outstanding != health[b]->outstanding)
                 return health[a]->outstanding < health[b]->outstanding ? a : b;
-        /* a tie: round robin over the eligible endpoints */
+        /* A tie: the next endpoint in round-robin order, unless it is busier than the two drawn (P2C never
+         * picks worse than the better of its two choices). When all are idle this is plain round robin. */
         for (size_t k = 0; k < n; k++) {
                 size_t i = (*rr + k) % n;
                 if (eligible(health, i, tried, n_tried, panic, now_ms)) {
                         *rr = (uint32_t)((i + 1) % n);
-                        return (int)i;
+                        return health[i]->outstanding <= health[a]->outstanding ? (int)i : a;
                 }
         }
         return a;

@@ -133,6 +133,7 @@ struct exchange {
         uint64_t bytes_in, bytes_out;
         int status;
         unsigned attempts;
+        unsigned stale_retries; /* attempts on pooled connections the upstream had closed */
         size_t tried[GW_BALANCE_MAX_TRIED];
         size_t n_tried;
         bool idempotent;
@@ -1250,10 +1251,16 @@ static void upstream_failed(struct upstream *up, enum up_failure kind, const cha
                 !w->stopping &&
                 (kind == F_CONNECT || kind == F_CONNECT_TIMEOUT ||
                  (kind == F_RESET && x->idempotent && !x->body_started));
-        /* A pooled connection the upstream had closed meanwhile says nothing about the endpoint: it may be
-         * picked again (with a fresh connection, or another pooled one). */
-        if (retry && kind == F_RESET && reused && x->n_tried > 0)
-                x->n_tried--;
+        /* A pooled connection the upstream had closed meanwhile says little about the endpoint, but its
+         * siblings were likely closed too (the process went away): they go, the endpoint may be picked again
+         * with a fresh connection, and the attempt does not count. */
+        if (retry && kind == F_RESET && reused && x->stale_retries < GW_BALANCE_MAX_TRIED) {
+                x->stale_retries++;
+                x->attempts--;
+                if (x->n_tried > 0)
+                        x->n_tried--;
+                host_close_idle(x->host);
+        }
         if (retry && x->n_tried < x->route->n_eps) {
                 x->host->health.outstanding--;
                 host_unref(x->host);
@@ -1594,7 +1601,7 @@ static void client_on_head(struct client *c)
                         .path = gw_route_upstream_path(r, x->path),
                         .client_addr = c->ip,
                         .request_id = x->id,
-                        .default_host = r->host,
+                        .default_host = r->host ? r->host : r->service,
                         .drop_api_key = key && !bearer,
                         .drop_authorization = key && bearer,
                         .upgrade = h->upgrade,
@@ -1701,7 +1708,8 @@ static void client_parse_pending(struct client *c)
 {
         size_t used;
 
-        if (c->in_parse || c->closing || c->in.len == 0)
+        /* also without input: the parser may hold an event that takes no bytes (the end of a GET) */
+        if (c->in_parse || c->closing)
                 return;
         used = client_parse(c, c->in.data, c->in.len);
         if (c->closing)
