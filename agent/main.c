@@ -59,35 +59,12 @@ struct agent {
 
 /* --- options -------------------------------------------------------------------------------- */
 
-static int set_string(char **dst, const char *value)
-{
-        char *v = strdup(value);
-        if (!v)
-                return -ENOMEM;
-        free(*dst);
-        *dst = v;
-        return 0;
-}
-
-static int set_bool(bool *dst, const char *value, char **ret_error)
-{
-        if (streq(value, "true") || streq(value, "yes") || streq(value, "1"))
-                *dst = true;
-        else if (streq(value, "false") || streq(value, "no") || streq(value, "0"))
-                *dst = false;
-        else {
-                *ret_error = orch_strdup_printf("expected true or false, got '%s'", value);
-                return -EINVAL;
-        }
-        return 0;
-}
-
 static int set_option(void *userdata, const char *name, const char *value, char **ret_error)
 {
         struct options *o = userdata;
 
         if (streq(name, "server"))
-                return set_string(&o->server, value);
+                return orch_option_string(&o->server, value);
         if (streq(name, "name")) {
                 if (!orch_proto_node_name_valid(value)) {
                         *ret_error =
@@ -96,15 +73,15 @@ static int set_option(void *userdata, const char *name, const char *value, char 
                                                    value);
                         return -EINVAL;
                 }
-                return set_string(&o->name, value);
+                return orch_option_string(&o->name, value);
         }
         if (streq(name, "label")) {
                 const char *eq = strchr(value, '=');
                 _cleanup_(freep) char *key = eq ? strndup(value, (size_t)(eq - value)) : NULL;
                 if (!eq || !key || !orch_proto_label_key_valid(key) ||
                     !orch_proto_label_value_valid(eq + 1)) {
-                        *ret_error = orch_strdup_printf(
-                                "expected KEY=VALUE with a valid label key and value, got '%s'", value);
+                        *ret_error =
+                                orch_strdup_printf("expected KEY=VALUE with a valid label key and value");
                         return -EINVAL;
                 }
                 return orch_strv_push(&o->labels, value);
@@ -116,52 +93,46 @@ static int set_option(void *userdata, const char *name, const char *value, char 
                         *ret_error = strdup(reason);
                         return -EINVAL;
                 }
-                return set_string(&o->port_range, value);
+                return orch_option_string(&o->port_range, value);
         }
         if (streq(name, "cgroup-parent"))
-                return set_string(&o->cgroup_parent, value);
+                return orch_option_string(&o->cgroup_parent, value);
         if (streq(name, "data-dir"))
-                return set_string(&o->data_dir, value);
+                return orch_option_string(&o->data_dir, value);
         if (streq(name, "join-token-file"))
-                return set_string(&o->join_token_file, value);
+                return orch_option_string(&o->join_token_file, value);
         if (streq(name, "driver")) {
                 enum orch_driver d;
                 if (orch_driver_from_string(value, &d) < 0 || d == ORCH_DRIVER_DEFAULT) {
-                        *ret_error = orch_strdup_printf("expected exec or systemd, got '%s'", value);
+                        *ret_error = orch_strdup_printf("expected exec or systemd");
                         return -EINVAL;
                 }
-                return set_string(&o->driver, value);
+                return orch_option_string(&o->driver, value);
         }
         if (streq(name, "address"))
-                return set_string(&o->address, value);
+                return orch_option_string(&o->address, value);
         if (streq(name, "systemd-address"))
-                return set_string(&o->systemd_address, value);
+                return orch_option_string(&o->systemd_address, value);
         if (streq(name, "file"))
                 return orch_strv_push(&o->files, value);
         if (streq(name, "standalone"))
-                return set_bool(&o->standalone, value, ret_error);
+                return orch_option_bool(&o->standalone, value, ret_error);
         if (streq(name, "allow-root"))
-                return set_bool(&o->allow_root, value, ret_error);
+                return orch_option_bool(&o->allow_root, value, ret_error);
         if (streq(name, "keep-instances"))
-                return set_bool(&o->keep_instances, value, ret_error);
-        if (streq(name, "stop-after-disconnect")) {
-                if (orch_parse_duration(value, &o->stop_after_disconnect_ms) < 0) {
-                        *ret_error = orch_strdup_printf("expected a duration like 30s, got '%s'", value);
-                        return -EINVAL;
-                }
-                return 0;
-        }
+                return orch_option_bool(&o->keep_instances, value, ret_error);
+        if (streq(name, "stop-after-disconnect"))
+                return orch_option_duration(&o->stop_after_disconnect_ms, value, ret_error);
         if (streq(name, "cpus")) {
                 if (orch_parse_cpu(value, &o->cpu_millis) < 0) {
-                        *ret_error = orch_strdup_printf(
-                                "expected a number of cores like 2 or 1500m, got '%s'", value);
+                        *ret_error = orch_strdup_printf("expected a number of cores like 2 or 1500m");
                         return -EINVAL;
                 }
                 return 0;
         }
         if (streq(name, "memory")) {
                 if (orch_parse_size(value, &o->memory) < 0 || o->memory == 0) {
-                        *ret_error = orch_strdup_printf("expected a size like 4Gi, got '%s'", value);
+                        *ret_error = orch_strdup_printf("expected a size like 4Gi");
                         return -EINVAL;
                 }
                 return 0;
@@ -169,8 +140,7 @@ static int set_option(void *userdata, const char *name, const char *value, char 
         if (streq(name, "log-level")) {
                 enum orch_log_level l;
                 if (orch_log_level_from_string(value, &l) < 0) {
-                        *ret_error =
-                                orch_strdup_printf("expected error, warn, info or debug, got '%s'", value);
+                        *ret_error = orch_strdup_printf("expected error, warn, info or debug");
                         return -EINVAL;
                 }
                 orch_log_set_level(l);

@@ -10,6 +10,7 @@ lib_liborch_a_SOURCES = \
 	lib/json.c lib/json.h \
 	lib/list.h \
 	lib/log.c lib/log.h \
+	lib/net.c lib/net.h \
 	lib/macro.h \
 	lib/manifest.c lib/manifest-json.c lib/manifest.h \
 	lib/proto.c lib/proto.h \

@@ -7,6 +7,7 @@
 
 #include "diag.h"
 #include "options.h"
+#include "units.h"
 #include "util.h"
 #include "yaml-tree.h"
 #include "banned.h"
@@ -528,4 +529,37 @@ int orch_options_parse(const struct orch_options *o, int argc, char *argv[], voi
                         return r;
         }
         return ORCH_OPTIONS_RUN;
+}
+
+int orch_option_string(char **dst, const char *value)
+{
+        char *v = strdup(value);
+
+        if (!v)
+                return -ENOMEM;
+        free(*dst);
+        *dst = v;
+        return 0;
+}
+
+int orch_option_bool(bool *dst, const char *value, char **ret_error)
+{
+        if (streq(value, "true") || streq(value, "yes") || streq(value, "1"))
+                *dst = true;
+        else if (streq(value, "false") || streq(value, "no") || streq(value, "0"))
+                *dst = false;
+        else {
+                *ret_error = orch_strdup_printf("expected true or false");
+                return -EINVAL;
+        }
+        return 0;
+}
+
+int orch_option_duration(uint64_t *dst_ms, const char *value, char **ret_error)
+{
+        if (orch_parse_duration(value, dst_ms) < 0) {
+                *ret_error = orch_strdup_printf("expected a duration like 500ms, 2s or 1m");
+                return -EINVAL;
+        }
+        return 0;
 }

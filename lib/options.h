@@ -27,6 +27,8 @@
  * generated header, which every .c file includes first.
  */
 
+#include <stdint.h>
+
 #include "macro.h"
 
 /* Called once per value, in the order given; for a switch (no value) with "true" or "false".
@@ -40,7 +42,7 @@ struct orch_option {
         bool repeatable;     /* may be given several times (a list in the file) */
         const char *help;    /* one line, with the default where there is one */
         orch_option_set_fn set;
-        char short_name;     /* a one-letter alias on the command line ('f' for -f), or 0 */
+        char short_name; /* a one-letter alias on the command line ('f' for -f), or 0 */
 };
 
 struct orch_options {
@@ -65,6 +67,12 @@ enum {
  */
 int orch_options_parse(const struct orch_options *o, int argc, char *argv[], void *userdata, FILE *out,
                        char **ret_error);
+
+/* Helpers for setters: store a copy of a string; parse true/false (also yes/no, 1/0); parse a
+ * duration (500ms, 2s, 1m). The parsers set *ret_error to a message naming the bad value. */
+int orch_option_string(char **dst, const char *value);
+int orch_option_bool(bool *dst, const char *value, char **ret_error);
+int orch_option_duration(uint64_t *dst_ms, const char *value, char **ret_error);
 
 /* Applies one config file (it must exist). The same errors as above. */
 int orch_options_load_file(const struct orch_options *o, const char *path, void *userdata, char **ret_error);

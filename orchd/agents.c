@@ -8,6 +8,7 @@
 #include "agents.h"
 #include "json.h"
 #include "log.h"
+#include "net.h"
 #include "proto.h"
 #include "reconciler.h"
 #include "scheduler.h"
@@ -1233,32 +1234,14 @@ void orch_agents_set_reconciler(struct orch_agents *a, struct orch_reconciler *r
         a->rc = rc;
 }
 
-static int parse_listen(const char *listen, struct sockaddr_storage *ss)
-{
-        char host[256];
-        const char *colon = strrchr(listen, ':');
-        uint32_t port;
-
-        if (!colon || (size_t)(colon - listen) >= sizeof host || orch_parse_u32(colon + 1, &port) < 0 ||
-            port > 65535)
-                return -EINVAL;
-        memcpy(host, listen, (size_t)(colon - listen));
-        host[colon - listen] = '\0';
-        if (host[0] == '[' && orch_endswith(host, "]")) {
-                memmove(host, host + 1, strlen(host));
-                host[strlen(host) - 1] = '\0';
-                return uv_ip6_addr(host, (int)port, (struct sockaddr_in6 *)ss) < 0 ? -EINVAL : 0;
-        }
-        return uv_ip4_addr(host, (int)port, (struct sockaddr_in *)ss) < 0 ? -EINVAL : 0;
-}
-
 int orch_agents_listen(struct orch_agents *a)
 {
         struct sockaddr_storage ss;
-        int r = parse_listen(a->cfg.listen, &ss);
+        int r = orch_parse_listen(a->cfg.listen, &ss, NULL);
 
         if (r < 0) {
-                log_error("--agent-listen '%s': expected HOST:PORT with an IP address", a->cfg.listen);
+                log_error("--agent-listen '%s': expected HOST:PORT or [IPV6]:PORT with an IP address",
+                          a->cfg.listen);
                 return r;
         }
         r = uv_tcp_init(a->loop, &a->listener);

@@ -8,6 +8,7 @@
 #include <time.h>
 
 #include "httpd.h"
+#include "net.h"
 #include "json.h"
 #include "list.h"
 #include "log.h"
@@ -125,41 +126,6 @@ static const char *http_date(struct orch_httpd *h)
                 h->date_sec = now;
         }
         return h->date;
-}
-
-/* "host:port" with a literal IPv4 address or a bracketed IPv6 one. */
-static int parse_listen(const char *s, struct sockaddr_storage *ret)
-{
-        char host[INET6_ADDRSTRLEN + 1];
-        const char *colon, *h = s;
-        size_t hlen;
-        uint32_t port;
-
-        if (!s)
-                return -EINVAL;
-        if (*s == '[') {
-                const char *end = strchr(s, ']');
-                if (!end || end[1] != ':')
-                        return -EINVAL;
-                h = s + 1;
-                hlen = (size_t)(end - h);
-                colon = end + 1;
-        } else {
-                colon = strrchr(s, ':');
-                if (!colon)
-                        return -EINVAL;
-                hlen = (size_t)(colon - s);
-        }
-        if (hlen == 0 || hlen >= sizeof host)
-                return -EINVAL;
-        memcpy(host, h, hlen);
-        host[hlen] = '\0';
-        if (orch_parse_u32(colon + 1, &port) < 0 || port > 65535)
-                return -EINVAL;
-        memset(ret, 0, sizeof *ret);
-        if (*s == '[')
-                return uv_ip6_addr(host, (int)port, (struct sockaddr_in6 *)ret) < 0 ? -EINVAL : 0;
-        return uv_ip4_addr(host, (int)port, (struct sockaddr_in *)ret) < 0 ? -EINVAL : 0;
 }
 
 static void format_peer(const struct sockaddr_storage *sa, char *buf, size_t size)
@@ -790,7 +756,7 @@ int orch_httpd_new(uv_loop_t *loop, const struct orch_httpd_config *config, stru
 
         if (!config->handler)
                 return -EINVAL;
-        r = parse_listen(config->listen, &sa);
+        r = orch_parse_listen(config->listen, &sa, NULL);
         if (r < 0)
                 return r;
         /* libuv writes with write(2), not send(MSG_NOSIGNAL): a write that races a client's reset would

@@ -58,48 +58,15 @@ struct orchd {
 
 /* --- options -------------------------------------------------------------------------------- */
 
-static int set_string(char **dst, const char *value)
-{
-        char *v = strdup(value);
-        if (!v)
-                return -ENOMEM;
-        free(*dst);
-        *dst = v;
-        return 0;
-}
-
-static int set_duration(uint64_t *dst, const char *name, const char *value, char **ret_error)
-{
-        if (orch_parse_duration(value, dst) < 0) {
-                *ret_error = orch_strdup_printf("expected a duration like 500ms or 2s, got '%s'", value);
-                return -EINVAL;
-        }
-        return 0;
-}
-
 static int set_u32(uint32_t *dst, const char *value, uint32_t min, uint32_t max, char **ret_error)
 {
         uint32_t v;
 
         if (orch_parse_u32(value, &v) < 0 || v < min || v > max) {
-                *ret_error =
-                        orch_strdup_printf("expected a number from %u to %u, got '%s'", min, max, value);
+                *ret_error = orch_strdup_printf("expected a number from %u to %u", min, max);
                 return -EINVAL;
         }
         *dst = v;
-        return 0;
-}
-
-static int set_bool(bool *dst, const char *value, char **ret_error)
-{
-        if (streq(value, "true") || streq(value, "yes") || streq(value, "1"))
-                *dst = true;
-        else if (streq(value, "false") || streq(value, "no") || streq(value, "0"))
-                *dst = false;
-        else {
-                *ret_error = orch_strdup_printf("expected true or false, got '%s'", value);
-                return -EINVAL;
-        }
         return 0;
 }
 
@@ -108,38 +75,37 @@ static int set_option(void *userdata, const char *name, const char *value, char 
         struct options *o = userdata;
 
         if (streq(name, "api-listen"))
-                return set_string(&o->api_listen, value);
+                return orch_option_string(&o->api_listen, value);
         if (streq(name, "agent-listen"))
-                return set_string(&o->agent_listen, value);
+                return orch_option_string(&o->agent_listen, value);
         if (streq(name, "data-dir"))
-                return set_string(&o->data_dir, value);
+                return orch_option_string(&o->data_dir, value);
         if (streq(name, "store"))
-                return set_string(&o->store, value);
+                return orch_option_string(&o->store, value);
         if (streq(name, "heartbeat-interval"))
-                return set_duration(&o->heartbeat_ms, name, value, ret_error);
+                return orch_option_duration(&o->heartbeat_ms, value, ret_error);
         if (streq(name, "ttl-factor"))
                 return set_u32(&o->ttl_factor, value, 2, 100, ret_error);
         if (streq(name, "max-heartbeat-rate"))
                 return set_u32(&o->max_heartbeat_rate, value, 1, 1000000, ret_error);
         if (streq(name, "drain-delay"))
-                return set_duration(&o->drain_delay_ms, name, value, ret_error);
+                return orch_option_duration(&o->drain_delay_ms, value, ret_error);
         if (streq(name, "store-no-fsync"))
-                return set_bool(&o->store_no_fsync, value, ret_error);
+                return orch_option_bool(&o->store_no_fsync, value, ret_error);
         if (streq(name, "gateway-listen"))
-                return set_string(&o->gateway_listen, value);
+                return orch_option_string(&o->gateway_listen, value);
         if (streq(name, "gateway-workers"))
                 return set_u32(&o->gateway_workers, value, 0, 1024, ret_error);
         if (streq(name, "gateway-access-log"))
-                return set_bool(&o->gateway_access_log, value, ret_error);
+                return orch_option_bool(&o->gateway_access_log, value, ret_error);
         if (streq(name, "log-level")) {
                 enum orch_log_level l;
                 if (orch_log_level_from_string(value, &l) < 0) {
-                        *ret_error =
-                                orch_strdup_printf("expected error, warn, info or debug, got '%s'", value);
+                        *ret_error = orch_strdup_printf("expected error, warn, info or debug");
                         return -EINVAL;
                 }
                 orch_log_set_level(l);
-                return set_string(&o->log_level, value);
+                return orch_option_string(&o->log_level, value);
         }
         *ret_error = orch_strdup_printf("unknown option");
         return -EINVAL;

@@ -531,6 +531,15 @@ static json_t *node_record(const struct orch_node *node)
         return o;
 }
 
+static int put_instance(struct orch_store_tx *tx, const struct orch_inst *inst)
+{
+        _cleanup_json_ json_t *rec = inst_record(inst);
+
+        if (!rec)
+                return -ENOMEM;
+        return orch_store_put_json(tx, ORCH_STORE_INSTANCES, inst->id, rec);
+}
+
 static int rev_key(const struct orch_svc *svc, const char *revision, char *buf, size_t size)
 {
         return orch_snprintf(buf, size, "%s/%s", svc->name, revision);
@@ -585,10 +594,7 @@ int orch_state_flush(struct orch_state *st)
                         if (r < 0 && r != -ENOENT)
                                 return r;
                 } else {
-                        _cleanup_json_ json_t *rec = inst_record(inst);
-                        if (!rec)
-                                return -ENOMEM;
-                        r = orch_store_put_json(tx, ORCH_STORE_INSTANCES, inst->id, rec);
+                        r = put_instance(tx, inst);
                         if (r < 0)
                                 return r;
                 }
@@ -596,10 +602,7 @@ int orch_state_flush(struct orch_state *st)
         if (reports_due)
                 orch_list_foreach (p, &st->store_reports) {
                         struct orch_inst *inst = orch_list_entry(p, struct orch_inst, report_link);
-                        _cleanup_json_ json_t *rec = inst_record(inst);
-                        if (!rec)
-                                return -ENOMEM;
-                        r = orch_store_put_json(tx, ORCH_STORE_INSTANCES, inst->id, rec);
+                        r = put_instance(tx, inst);
                         if (r < 0)
                                 return r;
                 }
