@@ -38,7 +38,7 @@ struct fake {
         struct orch_proto_msg *q[512]; /* frames received, oldest first */
         size_t nq;
         bool eof;
-        bool heartbeat;      /* send heartbeats while the loop runs */
+        bool heartbeat;       /* send heartbeats while the loop runs */
         bool keep_heartbeats; /* queue orchd's heartbeat replies too (dropped otherwise) */
         uint64_t last_hb_usec, seq;
 };
@@ -198,8 +198,8 @@ static void fake_read(struct fake *f)
                 while (orch_proto_reader_next(&f->rd, &frame, &len) > 0) {
                         struct orch_proto_msg *m = NULL;
                         struct orch_proto_error err;
-                        ck_assert_msg(orch_proto_decode(frame, len, &m, &err) == 0, "orchd sent a bad frame: %s",
-                                      err.message);
+                        ck_assert_msg(orch_proto_decode(frame, len, &m, &err) == 0,
+                                      "orchd sent a bad frame: %s", err.message);
                         ck_assert(orch_proto_type_sent_by_server(m->type));
                         if (m->type == ORCH_PROTO_HEARTBEAT && !f->keep_heartbeats) {
                                 orch_proto_msg_free(m);
@@ -240,7 +240,8 @@ static void pump(struct harness *h, uint64_t ms)
 
 static struct fake *fake_connect(struct harness *h, const char *node)
 {
-        struct sockaddr_in sa = {.sin_family = AF_INET, .sin_port = htons((uint16_t)h->port),
+        struct sockaddr_in sa = {.sin_family = AF_INET,
+                                 .sin_port = htons((uint16_t)h->port),
                                  .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
         struct fake *f = calloc(1, sizeof *f);
         int one = 1;

@@ -343,7 +343,8 @@ START_TEST(test_apply_create_update_unchanged)
 
         /* the JSON form is accepted too */
         ck_assert_int_eq(http(&h, "POST", "/v1/apply",
-                              "{\"kind\": \"service\", \"name\": \"api\", \"command\": [\"/bin/true\"]}", &j),
+                              "{\"kind\": \"service\", \"name\": \"api\", \"command\": [\"/bin/true\"]}",
+                              &j),
                          200);
         json_decref(j);
         ck_assert_ptr_nonnull(orch_state_service(h.st, "api"));
@@ -569,9 +570,9 @@ START_TEST(test_instances_and_nodes)
         json_t *j = NULL, *o;
         const char *id;
         char idbuf[ORCH_INSTANCE_ID_MAX + 1], target[128];
-        static const char *const ikeys[] = {"id",     "service", "revision", "node",       "state",  "pid",
-                                            "address", "ports",  "health",   "restarts", "started_at", "cgroup",
-                                            NULL};
+        static const char *const ikeys[] = {"id",         "service", "revision", "node",   "state",
+                                            "pid",        "address", "ports",    "health", "restarts",
+                                            "started_at", "cgroup",  NULL};
         static const char *const nkeys[] = {"name",      "address",   "state",     "labels", "capacity",
                                             "allocated", "instances", "last_seen", NULL};
 

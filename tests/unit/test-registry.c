@@ -157,10 +157,10 @@ static struct orch_inst *place(struct harness *h, struct orch_svc *svc, struct o
 
         ck_assert_int_eq(orch_state_new_instance(h->st, svc, &inst), 0);
         orch_state_place_instance(h->st, inst, node);
-        orch_state_event(h->st, ORCH_EVENT_INSTANCE_PLACED,
-                         json_pack("{s:s, s:s, s:s}", "service", svc->name, "instance", inst->id, "node",
-                                   node->name),
-                         "placed");
+        orch_state_event(
+                h->st, ORCH_EVENT_INSTANCE_PLACED,
+                json_pack("{s:s, s:s, s:s}", "service", svc->name, "instance", inst->id, "node", node->name),
+                "placed");
         ck_assert_int_eq(orch_state_flush(h->st), 0);
         return inst;
 }
@@ -184,7 +184,8 @@ static void report(struct harness *h, struct orch_inst *inst, enum orch_instance
         inst->confirmed = true;
         orch_state_instance_changed(h->st, inst);
         orch_state_event(h->st, ev,
-                         json_pack("{s:s, s:s}", "service", inst->svc->name, "instance", inst->id), "report");
+                         json_pack("{s:s, s:s}", "service", inst->svc->name, "instance", inst->id),
+                         "report");
         ck_assert_int_eq(orch_state_flush(h->st), 0);
 }
 
@@ -470,7 +471,8 @@ static json_t *call_finish(struct harness *h, struct call *c)
         {
                 const char *hdr = orch_http_response_header(&c->resp, "X-Orch-Index");
                 ck_assert_ptr_nonnull(hdr);
-                ck_assert_uint_eq(strtoull(hdr, NULL, 10), (uint64_t)json_integer_value(json_object_get(j, "index")));
+                ck_assert_uint_eq(strtoull(hdr, NULL, 10),
+                                  (uint64_t)json_integer_value(json_object_get(j, "index")));
         }
         orch_http_response_release(&c->resp);
         return j;
@@ -501,7 +503,8 @@ START_TEST(test_blocking_query_answers_on_change)
         json_decref(j);
 
         /* an index below the service's: at once too */
-        orch_snprintf(target, sizeof target, "/v1/registry/web?index=%llu&wait=5s", (unsigned long long)(idx - 1));
+        orch_snprintf(target, sizeof target, "/v1/registry/web?index=%llu&wait=5s",
+                      (unsigned long long)(idx - 1));
         call_start(&h, &c, target);
         j = call_finish(&h, &c);
         ck_assert_uint_eq((uint64_t)json_integer_value(json_object_get(j, "index")), idx);
@@ -547,7 +550,8 @@ START_TEST(test_blocking_query_times_out)
         report(&h, a, ORCH_INSTANCE_RUNNING, ORCH_HEALTH_UNKNOWN, ORCH_EVENT_INSTANCE_STARTED);
         n_endpoints(&h, "web", &idx);
 
-        orch_snprintf(target, sizeof target, "/v1/registry/web?index=%llu&wait=400ms", (unsigned long long)idx);
+        orch_snprintf(target, sizeof target, "/v1/registry/web?index=%llu&wait=400ms",
+                      (unsigned long long)idx);
         t0 = orch_now_usec();
         call_start(&h, &c, target);
         j = call_finish(&h, &c);
@@ -583,7 +587,8 @@ START_TEST(test_waiter_client_leaves)
                       "Authorization: Bearer " ADMIN "\r\n\r\n",
                       (unsigned long long)idx);
         for (size_t i = 0; i < ELEMENTSOF(fds); i++) {
-                struct sockaddr_in sa = {.sin_family = AF_INET, .sin_port = htons((uint16_t)h.port),
+                struct sockaddr_in sa = {.sin_family = AF_INET,
+                                         .sin_port = htons((uint16_t)h.port),
                                          .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
                 fds[i] = socket(AF_INET, SOCK_STREAM, 0);
                 ck_assert_int_ge(fds[i], 0);
