@@ -211,3 +211,15 @@ UNIT_TESTS += tests/unit/test-gateway
 tests_unit_test_gateway_SOURCES = tests/unit/test-gateway.c tests/unit/testing.h
 tests_unit_test_gateway_CPPFLAGS = $(UNIT_CPPFLAGS) -I$(top_srcdir)/orchd
 tests_unit_test_gateway_LDADD = $(GATEWAY_LIBS) $(CORE_LIBS) $(UNIT_LDADD) $(LIBUV_LIBS) -lpthread
+
+## Gateway fuzzer (orchd/gateway: path normalization, routing and head rewriting on what the strict parser
+## accepts); run with
+## tests/fuzz/fuzz-gateway -max_total_time=600 CORPUS_DIR $(srcdir)/tests/fuzz/corpus-gateway
+EXTRA_DIST += tests/fuzz/corpus-gateway
+if ENABLE_FUZZ
+noinst_PROGRAMS += tests/fuzz/fuzz-gateway
+tests_fuzz_fuzz_gateway_SOURCES = tests/fuzz/fuzz-gateway.c
+tests_fuzz_fuzz_gateway_CPPFLAGS = $(ORCH_CPPFLAGS) -I$(top_srcdir)/orchd
+tests_fuzz_fuzz_gateway_LDADD = $(GATEWAY_LIBS) $(ORCH_LIBS)
+tests_fuzz_fuzz_gateway_LDFLAGS = $(AM_LDFLAGS) -fsanitize=fuzzer
+endif

@@ -214,7 +214,7 @@ int gw_rewrite_request(struct orch_buf *out, const struct gw_request_out *r)
         field(out, "X-Request-Id", r->request_id);
         if (r->upgrade) {
                 const char *up = orch_http_head_header(h, "Upgrade");
-                if (up)
+                if (up && *up)
                         field(out, "Upgrade", up);
                 put(out, "Connection: upgrade\r\n", 21);
         }
@@ -263,7 +263,7 @@ int gw_rewrite_response(struct orch_buf *out, const struct gw_response_out *r)
                 field(out, "X-Request-Id", r->request_id);
         if (r->upgrade) {
                 const char *up = orch_http_head_header(h, "Upgrade");
-                if (up)
+                if (up && *up)
                         field(out, "Upgrade", up);
                 put(out, "Connection: upgrade\r\n", 21);
         } else if (r->close) {
@@ -274,4 +274,23 @@ int gw_rewrite_response(struct orch_buf *out, const struct gw_response_out *r)
         framing(out, r->body_length);
         put(out, "\r\n", 2);
         return out->oom ? -ENOMEM : 0;
+}
+
+int64_t gw_response_framing(const struct orch_http_head *h, bool head_request, bool client_http11,
+                            bool *ret_chunked, bool *ret_close)
+{
+        *ret_chunked = *ret_close = false;
+        if (head_request || h->status == 204 || h->status == 304 || h->status < 200)
+                return h->has_content_length && h->status >= 200 && h->status != 204
+                               ? (int64_t)h->content_length
+                               : ORCH_HTTP_BODY_NONE;
+        if (h->has_content_length)
+                return (int64_t)h->content_length;
+        if (client_http11) {
+                *ret_chunked = true;
+                return ORCH_HTTP_BODY_CHUNKED;
+        }
+        /* HTTP/1.0 has no chunks: the body ends with the connection */
+        *ret_close = true;
+        return ORCH_HTTP_BODY_NONE;
 }

@@ -50,6 +50,13 @@ struct gw_response_out {
 
 int gw_rewrite_response(struct orch_buf *out, const struct gw_response_out *r);
 
+/* How an upstream's answer is framed towards the client: the Content-Length to announce (also for HEAD and
+ * 304, which announce what a GET would get), ORCH_HTTP_BODY_CHUNKED (*ret_chunked: the body is chunked
+ * again on the way), or ORCH_HTTP_BODY_NONE (no body, or, for an HTTP/1.0 client, a body that ends with
+ * the connection: *ret_close). head: a final answer (status >= 200, or 101). */
+int64_t gw_response_framing(const struct orch_http_head *head, bool head_request, bool client_http11,
+                            bool *ret_chunked, bool *ret_close);
+
 /* Whether a client's X-Request-Id may be passed on as it is. */
 bool gw_request_id_valid(const char *s);
 

@@ -244,13 +244,14 @@ static int group_add(struct gw_host_routes *g, struct gw_route *r)
 int gw_table_builder_finish(struct gw_table_builder *b, uint64_t generation, struct gw_stats *unrouted,
                             struct gw_table **ret)
 {
-        _cleanup_(gw_table_builder_freep) struct gw_table_builder *owned = b;
         struct gw_table *t = calloc(1, sizeof *t);
         struct orch_buf conflicts = {0};
         size_t ep_index = 0;
 
-        if (!t)
+        if (!t) {
+                gw_table_builder_free(b);
                 return -ENOMEM;
+        }
         atomic_init(&t->refs, 1);
         t->generation = generation;
         t->unrouted = gw_stats_ref(unrouted);
@@ -259,6 +260,7 @@ int gw_table_builder_finish(struct gw_table_builder *b, uint64_t generation, str
         t->routes = TAKE_PTR(b->routes);
         t->n_routes = b->n_routes;
         b->n_routes = 0;
+        gw_table_builder_free(b);
 
         for (size_t i = 0; i < t->n_routes; i++) {
                 struct gw_route *r = &t->routes[i];

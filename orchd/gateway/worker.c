@@ -1022,7 +1022,7 @@ static void exchange_response_head(struct exchange *x, struct upstream *up)
         struct gw_worker *w = c->w;
         const struct orch_http_head *h = orch_http_parser_head(up->parser);
         const struct orch_http_head *ch = orch_http_parser_head(c->parser);
-        bool client11 = ch->version_minor == 1, no_body;
+        bool client11 = ch->version_minor == 1, close;
         struct gw_response_out out = {.head = h, .request_id = x->id};
         int64_t len;
 
@@ -1038,22 +1038,9 @@ static void exchange_response_head(struct exchange *x, struct upstream *up)
         if (gw_health_answered(&x->host->health, h->status, now_ms(w)))
                 gw_count(&counters(w, x->v, x->route)->ejections, 1);
         x->status = h->status;
-        no_body = x->head_method || h->status == 204 || h->status == 304 || h->status == 101;
-        if (no_body) {
-                /* HEAD and 304 announce the length of what a GET would get: pass it on */
-                len = h->has_content_length && h->status != 204 && h->status != 101
-                              ? (int64_t)h->content_length
-                              : ORCH_HTTP_BODY_NONE;
-        } else if (h->has_content_length) {
-                len = (int64_t)h->content_length;
-        } else if (client11) {
-                len = ORCH_HTTP_BODY_CHUNKED;
-                x->chunk_out = true;
-        } else {
-                /* HTTP/1.0 has no chunks: the body ends with the connection */
-                len = ORCH_HTTP_BODY_NONE;
+        len = gw_response_framing(h, x->head_method, client11, &x->chunk_out, &close);
+        if (close)
                 x->close_client = true;
-        }
         /* A request still arriving, a refused upgrade: the connection cannot carry another request. */
         if (!x->req_complete || (x->upgrade_req && h->status != 101) || !ch->keep_alive || w->stopping)
                 x->close_client = true;

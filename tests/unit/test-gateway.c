@@ -740,6 +740,8 @@ static void fix_release(struct fixture *f)
         ck_assert_int_eq(uv_loop_close(&f->loop), 0);
         for (size_t i = 0; i < f->n_be; i++)
                 backend_kill(&f->be[i]);
+        /* orch_state_free() expects the queued writes written */
+        ck_assert_int_ge(orch_state_flush(f->st), 0);
         orch_state_free(f->st);
         orch_store_close(f->store);
         orch_snprintf(cmd, sizeof cmd, "rm -rf '%s'", f->dir);
