@@ -12,6 +12,7 @@
 #include "proto.h"
 #include "reconciler.h"
 #include "scheduler.h"
+#include "store.h"
 #include "util.h"
 #include "banned.h"
 
@@ -764,8 +765,9 @@ static void fence_one(struct orch_agent_conn *c, const struct orch_proto_report 
                          : !inst                         ? "unknown to orchd"
                                                          : "replaced while the node was away");
                 if (act == ORCH_PROTO_FENCE_RESTART) {
+                        /* started after the welcome (process_hello) */
+                        inst->state = ORCH_INSTANCE_PENDING;
                         orch_state_place_instance(a->st, inst, c->node);
-                        orch_agents_start_instance(a, inst);
                 }
                 break;
         default:
@@ -834,7 +836,6 @@ static void process_hello(struct orch_agent_conn *c)
                                          inst->id);
                         inst->state = ORCH_INSTANCE_PENDING;
                         orch_state_place_instance(a->st, inst, c->node);
-                        orch_agents_start_instance(a, inst);
                 } else if (!inst->desired_run || inst->state == ORCH_INSTANCE_LOST) {
                         orch_state_release_resources(a->st, inst);
                         orch_state_unplace_instance(a->st, inst, NULL);
@@ -846,15 +847,8 @@ static void process_hello(struct orch_agent_conn *c)
 
         c->state = CONN_READY;
         c->node->instances_lost = false;
-        {
-                /* stops go out before the welcome and before any start */
-                struct orch_proto_start_item *starts = c->starts;
-                size_t n_starts = c->n_starts;
-                c->n_starts = 0;
-                conn_send_batches(c);
-                c->starts = starts;
-                c->n_starts = n_starts;
-        }
+        /* stops go out before the welcome and before any start */
+        conn_send_batches(c);
         {
                 struct orch_proto_msg m = {
                         .type = ORCH_PROTO_WELCOME,
@@ -864,6 +858,20 @@ static void process_hello(struct orch_agent_conn *c)
                                     .server_time = orch_realtime_msec()},
                 };
                 send_msg(c, &m);
+        }
+        /* 3. what orchd wants here and the agent does not run yet (placed again above, or placed
+         *    while the node had no connection) starts now that the connection is ready, once the
+         *    new generations are persisted (protocol.md: persisted before the placement is sent) */
+        if (orch_state_flush(a->st) < 0) {
+                log_error("node %s: could not persist the placements of its hello: %s", c->node->name,
+                          orch_store_last_error(a->st->store));
+                conn_close(c, "store failure; the agent's next hello tries again");
+                return;
+        }
+        orch_list_foreach (p, &c->node->instances) {
+                struct orch_inst *inst = orch_list_entry(p, struct orch_inst, node_link);
+                if (!inst->confirmed && orch_inst_is_live(inst))
+                        orch_agents_start_instance(a, inst);
         }
         conn_send_batches(c);
 
@@ -1125,7 +1133,9 @@ static void node_lose_instances(struct orch_agents *a, struct orch_node *node, c
 
         orch_list_foreach (p, &node->instances) {
                 struct orch_inst *inst = orch_list_entry(p, struct orch_inst, node_link);
-                if (!orch_inst_is_live(inst))
+                /* live ones are replaced; those orchd was stopping can no longer confirm it, so they
+                 * are lost too (the node's hello stops them if it comes back) */
+                if (inst->state == ORCH_INSTANCE_LOST || (inst->desired_run && !orch_inst_is_live(inst)))
                         continue;
                 inst->state = ORCH_INSTANCE_LOST;
                 inst->desired_run = false;

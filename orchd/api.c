@@ -437,6 +437,10 @@ static void handle_undo(struct orch_httpd_req *req, const struct orch_router_par
 
         if (!svc)
                 return;
+        if (svc->deleting) {
+                reply_error(api, req, 409, "service '%s' is being deleted", svc->name);
+                return;
+        }
         r = orch_reconciler_undo(api->cfg.rc, svc);
         if (r == -ENOENT) {
                 reply_error(api, req, 409, "service '%s' has no previous revision", svc->name);
@@ -473,13 +477,19 @@ static void handle_instances(struct orch_httpd_req *req, const struct orch_route
                                 if (!node || !*node || (inst->node && streq(inst->node->name, node)))
                                         json_array_append_new(arr, orch_inst_to_json(inst));
                         }
+        } else if (node && *node) {
+                /* the node's own list: a node's view costs its instances, not the cluster's */
+                struct orch_node *nd = orch_state_node(api->cfg.st, node);
+                struct orch_list *p;
+                if (nd)
+                        orch_list_foreach (p, &nd->instances)
+                                json_array_append_new(arr, orch_inst_to_json(orch_list_entry(
+                                                                   p, struct orch_inst, node_link)));
         } else
                 for (n = orch_hmap_first(&api->cfg.st->instances, &it); arr && n;
-                     n = orch_hmap_next(&api->cfg.st->instances, &it)) {
-                        struct orch_inst *inst = container_of(n, struct orch_inst, hnode);
-                        if (!node || !*node || (inst->node && streq(inst->node->name, node)))
-                                json_array_append_new(arr, orch_inst_to_json(inst));
-                }
+                     n = orch_hmap_next(&api->cfg.st->instances, &it))
+                        json_array_append_new(arr,
+                                              orch_inst_to_json(container_of(n, struct orch_inst, hnode)));
         reply_json(api, req, 200, arr ? sorted(arr) : NULL);
 }
 

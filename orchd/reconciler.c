@@ -227,6 +227,12 @@ static void rollout_message(struct orch_svc *svc, const char *msg)
         svc->rollout.message = msg ? strdup(msg) : NULL;
 }
 
+/* Rollout fields are part of the service record: whatever changes them writes it. */
+static void rollout_changed(struct orch_reconciler *rc, struct orch_svc *svc)
+{
+        orch_state_service_changed(rc->st, svc);
+}
+
 /* Puts the previous revision back as a new rollout (auto-revert, `rollout undo`). */
 static int revert(struct orch_reconciler *rc, struct orch_svc *svc, bool automatic)
 {
@@ -266,6 +272,7 @@ static int fail_rollout(struct orch_reconciler *rc, struct orch_svc *svc, const 
         orch_strlcpy(to, svc->rollout.to_revision, sizeof to);
         svc->rollout.state = ORCH_ROLLOUT_FAILED;
         rollout_message(svc, why);
+        rollout_changed(rc, svc);
         orch_strlcpy(svc->rollout.failed_revision, to, sizeof svc->rollout.failed_revision);
         free(svc->rollout.failed_reason);
         svc->rollout.failed_reason = strdup(why);
@@ -335,6 +342,7 @@ static int rollout_step(struct orch_reconciler *rc, struct orch_svc *svc, struct
                 if (rollout) {
                         svc->rollout.state = ORCH_ROLLOUT_COMPLETE;
                         rollout_message(svc, NULL);
+                        rollout_changed(rc, svc);
                         /* a forward rollout that succeeded makes an older failure history */
                         if (!svc->rollout.reverting) {
                                 free(svc->rollout.failed_reason);
@@ -361,6 +369,7 @@ static int rollout_step(struct orch_reconciler *rc, struct orch_svc *svc, struct
                 if (!streq_ptr(svc->rollout.message, msg)) {
                         svc->rollout.last_progress = now;
                         rollout_message(svc, msg);
+                        rollout_changed(rc, svc);
                 }
                 if (now > svc->rollout.last_progress + spec->update.progress_deadline_ms) {
                         char why[160], d[32];
@@ -398,6 +407,24 @@ static int rollout_step(struct orch_reconciler *rc, struct orch_svc *svc, struct
         return 0;
 }
 
+static int keep_count_at(struct orch_reconciler *rc, struct orch_svc *svc, struct orch_inst **live,
+                         size_t n_live, const char *revision)
+{
+        uint32_t replicas = svc->spec->replicas;
+
+        if (n_live > replicas)
+                return stop_victims(rc, live, n_live, n_live - replicas, "scaled down");
+        for (size_t i = n_live; i < replicas; i++) {
+                struct orch_inst *inst;
+                int r = orch_state_new_instance_at(rc->st, svc, revision, &inst);
+                if (r == -ENOENT) /* that revision is no longer kept: the current one */
+                        r = orch_state_new_instance(rc->st, svc, &inst);
+                if (r < 0)
+                        return r;
+        }
+        return 0;
+}
+
 static int reconcile_service(struct orch_reconciler *rc, struct orch_svc *svc)
 {
         struct orch_state *st = rc->st;
@@ -417,16 +444,18 @@ static int reconcile_service(struct orch_reconciler *rc, struct orch_svc *svc)
         if (svc->deleting) {
                 orch_list_foreach_safe (p, t, &svc->instances) {
                         struct orch_inst *inst = orch_list_entry(p, struct orch_inst, svc_link);
+                        /* the stop queued in this pass refers to the instance until it is sent:
+                         * only one stopped in an earlier pass may be forgotten (and freed) now */
+                        bool stopped_before = !inst->desired_run;
                         r = stop_instance(rc, inst, "service deleted");
                         if (r < 0)
                                 return r;
                         if (r > 0)
                                 continue; /* already forgotten */
                         /* nothing runs it any more: forget it */
-                        if (!inst->desired_run &&
-                            (!inst->node || inst->state == ORCH_INSTANCE_LOST ||
-                             (inst->confirmed &&
-                              (inst->state == ORCH_INSTANCE_EXITED || inst->state == ORCH_INSTANCE_FAILED))))
+                        if (stopped_before && (!inst->node || inst->state == ORCH_INSTANCE_LOST ||
+                                               (inst->confirmed && (inst->state == ORCH_INSTANCE_EXITED ||
+                                                                    inst->state == ORCH_INSTANCE_FAILED))))
                                 orch_state_remove_instance(st, inst);
                 }
                 if (orch_list_empty(&svc->instances))
@@ -466,8 +495,14 @@ static int reconcile_service(struct orch_reconciler *rc, struct orch_svc *svc)
                         r = rollout_step(rc, svc, live, n_live);
                         if (r < 0)
                                 return r;
+                } else {
+                        /* A failed rollout without revert leaves the mix as it is, but the count
+                         * still holds: what is lost is replaced at the revision that served
+                         * (as Kubernetes' old ReplicaSet keeps its count), extras stop. */
+                        r = keep_count_at(rc, svc, live, n_live, svc->rollout.from_revision);
+                        if (r < 0)
+                                return r;
                 }
-                /* a failed rollout without revert leaves the mix as it is */
         } else if (n_live < svc->spec->replicas) {
                 r = new_instances(rc, svc, svc->spec->replicas - (uint32_t)n_live);
                 if (r < 0)
@@ -629,6 +664,8 @@ int orch_reconciler_preview(struct orch_reconciler *rc, const struct orch_servic
         _cleanup_(freep) uint32_t *nodes = calloc(n + 1, sizeof *nodes);
         int placed;
 
+        bool epoch_seen = rc->sched_epoch == orch_sched_epoch(rc->st->sched);
+
         if (!nodes)
                 return -ENOMEM;
         build_request(spec, &req);
@@ -648,6 +685,10 @@ int orch_reconciler_preview(struct orch_reconciler *rc, const struct orch_servic
         for (int i = 0; i < placed; i++)
                 orch_sched_account(rc->st->sched, nodes[i], spec->name, spec->resources.cpu_millis,
                                    spec->resources.memory, -1);
+        /* releasing what the preview took raised the epoch, but nothing fits now that did not
+         * before: no retry of every pending placement for it */
+        if (epoch_seen)
+                rc->sched_epoch = orch_sched_epoch(rc->st->sched);
         return 0;
 }
 

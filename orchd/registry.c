@@ -135,7 +135,8 @@ static json_t *endpoints_json(struct orch_registry *reg, const char *service, ui
                                           inst->n_ports ? json_integer(inst->ports[0].port) : json_null(),
                                           "ports", ports ? ports : json_object()));
                 }
-        *ret_index = rs ? rs->index : reg->index;
+        /* never 0: a client passes back what it got, and index=0 means "do not wait" */
+        *ret_index = MAX(rs ? rs->index : reg->index, (uint64_t)1);
         return eps;
 }
 
@@ -160,7 +161,21 @@ static void waiter_closed(uv_handle_t *h)
         free(w);
 }
 
-static void waiter_finish(struct waiter *w)
+/* The record of a service that does not exist and that nobody waits for any more goes. */
+static void service_gc(struct orch_registry *reg, const char *name)
+{
+        struct reg_service *rs = service_get(reg, name, false);
+
+        if (!rs || !orch_list_empty(&rs->waiters) || orch_state_service(reg->st, name))
+                return;
+        orch_hmap_remove(&reg->services, &rs->hnode);
+        free(rs->name);
+        free(rs);
+}
+
+/* gc: drop the service's record if this was the last waiter of a service that does not exist
+ * (not while a caller walks that service's waiters) */
+static void waiter_finish(struct waiter *w, bool gc)
 {
         if (w->answered)
                 return;
@@ -169,9 +184,11 @@ static void waiter_finish(struct waiter *w)
         uv_timer_stop(&w->timer);
         w->timer.data = w;
         uv_close((uv_handle_t *)&w->timer, waiter_closed);
+        if (gc)
+                service_gc(w->reg, w->service);
 }
 
-static void waiter_answer(struct waiter *w)
+static void waiter_answer(struct waiter *w, bool gc)
 {
         _cleanup_json_ json_t *body = orch_registry_json(w->reg, w->service);
         char idx[32];
@@ -186,33 +203,41 @@ static void waiter_answer(struct waiter *w)
                 orch_httpd_respond_json(w->req, 200, body);
         else
                 orch_httpd_respond_error(w->req, 500, "out of memory");
-        waiter_finish(w);
+        waiter_finish(w, gc);
 }
 
 static void waiter_timeout(uv_timer_t *t)
 {
-        waiter_answer(container_of(t, struct waiter, timer));
+        waiter_answer(container_of(t, struct waiter, timer), true);
 }
 
 static void waiter_gone(struct orch_httpd_req *req, void *userdata)
 {
-        waiter_finish(userdata);
+        waiter_finish(userdata, true);
 }
 
 void orch_registry_handle(struct orch_registry *reg, struct orch_httpd_req *req, const char *service,
                           uint64_t index, uint64_t wait_ms)
 {
-        struct reg_service *rs = service_get(reg, service, true);
+        /* a record per name a client asks about would grow without bound: only services that
+         * exist, or that a client waits for, get one */
+        struct reg_service *rs =
+                service_get(reg, service, index > 0 || orch_state_service(reg->st, service));
         struct waiter *w;
 
         if (!rs) {
-                orch_httpd_respond_error(req, 500, "out of memory");
+                _cleanup_json_ json_t *body = orch_registry_json(reg, service);
+                orch_httpd_req_add_header(req, "X-Orch-Index", "1");
+                if (body)
+                        orch_httpd_respond_json(req, 200, body);
+                else
+                        orch_httpd_respond_error(req, 500, "out of memory");
                 return;
         }
-        if (index == 0 || rs->index > index) {
+        if (index == 0 || MAX(rs->index, (uint64_t)1) > index) {
                 _cleanup_json_ json_t *body = orch_registry_json(reg, service);
                 char idx[32];
-                orch_snprintf(idx, sizeof idx, "%" PRIu64, rs->index);
+                orch_snprintf(idx, sizeof idx, "%" PRIu64, MAX(rs->index, (uint64_t)1));
                 orch_httpd_req_add_header(req, "X-Orch-Index", idx);
                 orch_httpd_respond_json(req, 200, body);
                 return;
@@ -244,7 +269,7 @@ static void notify(struct orch_registry *reg, const char *service, bool changed)
         if (changed) {
                 rs->index = ++reg->index;
                 orch_list_foreach_safe (p, t, &rs->waiters)
-                        waiter_answer(orch_list_entry(p, struct waiter, link));
+                        waiter_answer(orch_list_entry(p, struct waiter, link), false);
         }
         for (size_t i = 0; i < reg->n_subs; i++)
                 reg->subs[i].fn(reg->subs[i].userdata, service, reg->index);
@@ -419,7 +444,7 @@ void orch_registry_free(struct orch_registry *reg)
                 struct reg_service *rs = container_of(n, struct reg_service, hnode);
                 struct orch_list *p, *t;
                 orch_list_foreach_safe (p, t, &rs->waiters)
-                        waiter_finish(orch_list_entry(p, struct waiter, link));
+                        waiter_finish(orch_list_entry(p, struct waiter, link), false);
                 free(rs->name);
                 free(rs);
         }

@@ -229,7 +229,7 @@ void orch_state_mark_dirty(struct orch_state *st, struct orch_svc *svc)
                 orch_list_append(&st->dirty_services, &svc->dirty_link);
 }
 
-static void svc_store_changed(struct orch_state *st, struct orch_svc *svc)
+void orch_state_service_changed(struct orch_state *st, struct orch_svc *svc)
 {
         if (st->loading)
                 return;
@@ -781,7 +781,7 @@ int orch_state_apply_service(struct orch_state *st, struct orch_service *spec, c
                 *ret_change = "unchanged";
                 return 0;
         } else {
-                bool new_revision = !streq(svc->revision, revision);
+                bool new_revision = !streq(svc->revision, revision), was_deleting = svc->deleting;
 
                 if (new_revision) {
                         r = svc_push_revision(svc, spec, revision, now);
@@ -823,9 +823,10 @@ int orch_state_apply_service(struct orch_state *st, struct orch_service *spec, c
                 orch_strlcpy(svc->revision, revision, sizeof svc->revision);
                 orch_strlcpy(svc->spec_hash, hash, sizeof svc->spec_hash);
                 svc->updated_at = now;
-                *ret_change = "updated";
+                /* re-applying a service being deleted brings it back: for the user, a creation */
+                *ret_change = was_deleting ? "created" : "updated";
         }
-        svc_store_changed(st, svc);
+        orch_state_service_changed(st, svc);
         orch_state_mark_dirty(st, svc);
         orch_state_event(st, ORCH_EVENT_SERVICE_APPLIED,
                          json_pack("{s:s, s:s, s:s}", "service", svc->name, "revision", svc->revision,
@@ -851,7 +852,7 @@ int orch_state_scale_service(struct orch_state *st, struct orch_svc *svc, uint32
         }
         orch_strlcpy(svc->spec_hash, hash, sizeof svc->spec_hash);
         svc->updated_at = orch_realtime_msec();
-        svc_store_changed(st, svc);
+        orch_state_service_changed(st, svc);
         orch_state_mark_dirty(st, svc);
         orch_state_event(st, ORCH_EVENT_SERVICE_SCALED,
                          json_pack("{s:s, s:i, s:i}", "service", svc->name, "from", (json_int_t)old, "to",
@@ -866,7 +867,7 @@ int orch_state_delete_service(struct orch_state *st, struct orch_svc *svc)
                 return 0;
         svc->deleting = true;
         svc->updated_at = orch_realtime_msec();
-        svc_store_changed(st, svc);
+        orch_state_service_changed(st, svc);
         orch_state_mark_dirty(st, svc);
         orch_state_event(st, ORCH_EVENT_SERVICE_DELETED, json_pack("{s:s}", "service", svc->name),
                          "service %s deleted", svc->name);
@@ -920,9 +921,21 @@ void orch_state_remove_service(struct orch_state *st, struct orch_svc *svc)
 
 int orch_state_new_instance(struct orch_state *st, struct orch_svc *svc, struct orch_inst **ret)
 {
-        struct orch_inst *inst = calloc(1, sizeof *inst);
+        return orch_state_new_instance_at(st, svc, NULL, ret);
+}
+
+int orch_state_new_instance_at(struct orch_state *st, struct orch_svc *svc, const char *revision,
+                               struct orch_inst **ret)
+{
+        const struct orch_svc_rev *rev =
+                orch_state_service_revision(svc, revision ? revision : svc->revision);
+        const struct orch_service *spec = rev ? rev->spec : svc->spec;
+        struct orch_inst *inst;
         int r;
 
+        if (revision && !rev)
+                return -ENOENT;
+        inst = calloc(1, sizeof *inst);
         if (!inst)
                 return -ENOMEM;
         /* <service>-<8+ hex digits of a new generation>: unique, and rising, so that a million new
@@ -937,14 +950,14 @@ int orch_state_new_instance(struct orch_state *st, struct orch_svc *svc, struct 
         }
         st->n_instances++;
         inst->svc = svc;
-        orch_strlcpy(inst->revision, svc->revision, sizeof inst->revision);
+        orch_strlcpy(inst->revision, revision ? revision : svc->revision, sizeof inst->revision);
         inst->generation = st->generation; /* the one its id was made from */
         inst->desired_run = true;
         inst->state = ORCH_INSTANCE_PENDING;
         inst->health = ORCH_HEALTH_UNKNOWN;
         inst->exit_code = -1;
-        inst->cpu_millis = svc->spec->resources.cpu_millis;
-        inst->memory = svc->spec->resources.memory;
+        inst->cpu_millis = spec->resources.cpu_millis;
+        inst->memory = spec->resources.memory;
         inst->created_at = orch_realtime_msec();
         orch_list_init(&inst->node_link);
         orch_list_init(&inst->store_link);
@@ -1331,7 +1344,9 @@ static int load_instance(const char *key, const char *value, size_t len, void *u
         if (orch_json_get_string(j, "node", &s) >= 0 && (node = orch_state_node(st, s))) {
                 uint64_t gen = inst->generation, created = inst->created_at;
                 bool confirmed = inst->confirmed;
+                char *reason = TAKE_PTR(inst->reason);
                 orch_state_place_instance(st, inst, node);
+                inst->reason = reason;
                 /* a load restores a placement, it does not make a new one */
                 st->generation--;
                 inst->generation = gen;

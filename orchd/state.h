@@ -218,9 +218,14 @@ int orch_state_delete_service(struct orch_state *st, struct orch_svc *svc);
 void orch_state_remove_service(struct orch_state *st, struct orch_svc *svc);
 const struct orch_svc_rev *orch_state_service_revision(const struct orch_svc *svc, const char *revision);
 void orch_state_mark_dirty(struct orch_state *st, struct orch_svc *svc);
+/* Queues the service record for the next flush (rollout state, ...). */
+void orch_state_service_changed(struct orch_state *st, struct orch_svc *svc);
 
 /* Instances. */
 int orch_state_new_instance(struct orch_state *st, struct orch_svc *svc, struct orch_inst **ret);
+/* The same at a given revision of the service (NULL: the current one); -ENOENT when it is not kept. */
+int orch_state_new_instance_at(struct orch_state *st, struct orch_svc *svc, const char *revision,
+                               struct orch_inst **ret);
 void orch_state_place_instance(struct orch_state *st, struct orch_inst *inst, struct orch_node *node);
 void orch_state_unplace_instance(struct orch_state *st, struct orch_inst *inst, const char *reason);
 void orch_state_set_reason(struct orch_state *st, struct orch_inst *inst, const char *reason);

@@ -1145,6 +1145,167 @@ START_TEST(test_heartbeats_answered_while_a_command_waits)
 }
 END_TEST
 
+/* Regression: docs/protocol.md: "an instance orchd wants on this node that the report lacks -> start
+ * again (same id, new generation)" */
+START_TEST(test_missing_wanted_is_started_again)
+{
+        struct harness h;
+        struct fake *f;
+        struct orch_proto_msg *m;
+        struct orch_svc *svc;
+        struct orch_inst *inst;
+        char id[ORCH_INSTANCE_ID_MAX + 1];
+        uint64_t gen;
+
+        harness_init(&h);
+        f = fake_join(&h, "n1");
+        svc = apply(&h, web);
+        m = expect_spec_and_start(&h, f, svc);
+        fake_ack(f, m->start.id, true, NULL);
+        orch_proto_msg_free(m);
+        inst = first_instance(svc);
+        orch_strlcpy(id, inst->id, sizeof id);
+        gen = inst->generation;
+        fake_event(f, id, "web", svc->revision, gen, ORCH_INSTANCE_RUNNING, ORCH_HEALTH_UNKNOWN);
+        pump(&h, 20);
+        fake_disconnect(f);
+        pump(&h, 20);
+
+        /* the agent lost its instance (rebooted) and says hello without it */
+        f = fake_connect(&h, "n1");
+        fake_hello(f, TOKEN, NULL, 0);
+        m = expect(&h, f, ORCH_PROTO_WELCOME);
+        orch_proto_msg_free(m);
+        f->heartbeat = true;
+        inst = orch_state_instance(h.st, id);
+        ck_assert_uint_gt(inst->generation, gen);
+        /* the start of the same id at its new generation must follow the welcome */
+        m = expect(&h, f, ORCH_PROTO_SPEC);
+        fake_ack(f, m->spec.id, true, NULL);
+        orch_proto_msg_free(m);
+        m = expect(&h, f, ORCH_PROTO_START);
+        ck_assert_str_eq(m->start.instances[0].instance, id);
+        ck_assert_uint_eq(m->start.instances[0].generation, inst->generation);
+        orch_proto_msg_free(m);
+        harness_release(&h);
+}
+END_TEST
+
+START_TEST(test_other_generation_is_started_again)
+{
+        struct harness h;
+        struct fake *f;
+        struct orch_proto_msg *m;
+        struct orch_svc *svc;
+        struct orch_inst *inst;
+        struct orch_proto_report rep;
+        char id[ORCH_INSTANCE_ID_MAX + 1], rev[ORCH_REVISION_LEN + 1];
+        uint64_t gen;
+
+        harness_init(&h);
+        f = fake_join(&h, "n1");
+        svc = apply(&h, web);
+        m = expect_spec_and_start(&h, f, svc);
+        fake_ack(f, m->start.id, true, NULL);
+        orch_proto_msg_free(m);
+        inst = first_instance(svc);
+        orch_strlcpy(id, inst->id, sizeof id);
+        orch_strlcpy(rev, svc->revision, sizeof rev);
+        gen = inst->generation;
+        fake_disconnect(f);
+        pump(&h, 20);
+        f = fake_connect(&h, "n1");
+        rep = (struct orch_proto_report){.instance = id,
+                                         .service = "web",
+                                         .revision = rev,
+                                         .generation = gen + 5,
+                                         .state = ORCH_INSTANCE_RUNNING,
+                                         .health = ORCH_HEALTH_UNKNOWN};
+        fake_hello(f, TOKEN, &rep, 1);
+        m = expect(&h, f, ORCH_PROTO_STOP);
+        fake_ack(f, m->stop.id, true, NULL);
+        orch_proto_msg_free(m);
+        m = expect(&h, f, ORCH_PROTO_WELCOME);
+        orch_proto_msg_free(m);
+        f->heartbeat = true;
+        m = expect(&h, f, ORCH_PROTO_SPEC);
+        fake_ack(f, m->spec.id, true, NULL);
+        orch_proto_msg_free(m);
+        m = expect(&h, f, ORCH_PROTO_START);
+        ck_assert_str_eq(m->start.instances[0].instance, id);
+        orch_proto_msg_free(m);
+        harness_release(&h);
+}
+END_TEST
+
+/* Regression: delete a service whose instance ended by itself (exited, confirmed) */
+START_TEST(test_delete_with_exited_instance)
+{
+        struct harness h;
+        struct fake *f;
+        struct orch_proto_msg *m;
+        struct orch_svc *svc;
+        struct orch_inst *inst;
+
+        harness_init(&h);
+        f = fake_join(&h, "n1");
+        svc = apply(&h, web);
+        m = expect_spec_and_start(&h, f, svc);
+        fake_ack(f, m->start.id, true, NULL);
+        orch_proto_msg_free(m);
+        inst = first_instance(svc);
+        fake_event(f, inst->id, "web", svc->revision, inst->generation, ORCH_INSTANCE_EXITED,
+                   ORCH_HEALTH_UNKNOWN);
+        pump(&h, 50);
+        ck_assert_int_eq(inst->state, ORCH_INSTANCE_EXITED);
+        ck_assert_int_eq(orch_state_delete_service(h.st, svc), 1);
+        ck_assert_int_eq(orch_state_flush(h.st), 0);
+        /* the agent is told to forget the exited instance, and orchd forgets it and the service */
+        m = expect(&h, f, ORCH_PROTO_STOP);
+        fake_ack(f, m->stop.id, true, NULL);
+        orch_proto_msg_free(m);
+        pump(&h, 400);
+        ck_assert_ptr_null(orch_state_service(h.st, "web"));
+        harness_release(&h);
+}
+END_TEST
+
+/* Regression: a stop orchd sent is never acked because the node dies: the service is never removed */
+START_TEST(test_stop_unacked_node_dies_blocks_delete)
+{
+        struct harness h;
+        struct fake *a, *b;
+        struct orch_proto_msg *m;
+        struct orch_svc *svc;
+        struct orch_inst *inst;
+
+        harness_init_with(&h, 100, 0);
+        a = fake_join(&h, "na");
+        svc = apply(&h, web);
+        m = expect_spec_and_start(&h, a, svc);
+        fake_ack(a, m->start.id, true, NULL);
+        orch_proto_msg_free(m);
+        inst = first_instance(svc);
+        fake_event(a, inst->id, "web", svc->revision, inst->generation, ORCH_INSTANCE_RUNNING,
+                   ORCH_HEALTH_UNKNOWN);
+        b = fake_join(&h, "nb");
+        (void)b;
+        pump(&h, 20);
+        ck_assert_int_eq(orch_state_delete_service(h.st, svc), 1);
+        ck_assert_int_eq(orch_state_flush(h.st), 0);
+        m = expect(&h, a, ORCH_PROTO_STOP);
+        orch_proto_msg_free(m);
+        /* the node dies before it confirms */
+        a->heartbeat = false;
+        pump(&h, 1500);
+        ck_assert_int_eq(orch_state_node(h.st, "na")->state, ORCH_NODE_DOWN);
+        ck_assert_msg(orch_state_service(h.st, "web") == NULL,
+                      "service still there: its instance is %s on a down node, desired stop",
+                      orch_instance_state_to_string(first_instance(svc)->state));
+        harness_release(&h);
+}
+END_TEST
+
 static Suite *agents_suite(void)
 {
         Suite *s = suite_create("agents");
@@ -1167,6 +1328,13 @@ static Suite *agents_suite(void)
         tcase_add_test(tc, test_logs_stream);
         tcase_add_test(tc, test_hello_in_parts);
         tcase_add_test(tc, test_heartbeats_answered_while_a_command_waits);
+        suite_add_tcase(s, tc);
+        tc = tcase_create("repro");
+        tcase_set_timeout(tc, 30);
+        tcase_add_test(tc, test_missing_wanted_is_started_again);
+        tcase_add_test(tc, test_other_generation_is_started_again);
+        tcase_add_test(tc, test_delete_with_exited_instance);
+        tcase_add_test(tc, test_stop_unacked_node_dies_blocks_delete);
         suite_add_tcase(s, tc);
         return s;
 }

@@ -754,6 +754,160 @@ START_TEST(test_apply_is_durable_before_the_answer)
 }
 END_TEST
 
+static void make_available(struct harness *h, const char *service)
+{
+        struct orch_svc *svc = orch_state_service(h->st, service);
+        struct orch_list *p;
+        orch_list_foreach (p, &svc->instances) {
+                struct orch_inst *i = orch_list_entry(p, struct orch_inst, svc_link);
+                if (orch_inst_is_live(i) && i->node && i->state != ORCH_INSTANCE_RUNNING) {
+                        i->state = ORCH_INSTANCE_RUNNING;
+                        i->confirmed = true;
+                        i->healthy_since = orch_realtime_msec() - 1000;
+                        orch_state_instance_changed(h->st, i);
+                }
+        }
+        orch_state_mark_dirty(h->st, svc);
+}
+
+static size_t live_count(struct harness *h, const char *service)
+{
+        struct orch_svc *svc = orch_state_service(h->st, service);
+        struct orch_list *p;
+        size_t n = 0;
+        orch_list_foreach (p, &svc->instances)
+                if (orch_inst_is_live(orch_list_entry(p, struct orch_inst, svc_link)))
+                        n++;
+        return n;
+}
+
+/* Regression: a dry run makes the reconciler retry every pending placement (the release of the
+ * preview's accounting raises the scheduler's epoch) */
+START_TEST(test_dry_run_moves_sched_epoch)
+{
+        struct harness h;
+        uint64_t failures;
+
+        harness_init(&h);
+        apply_ok(&h, "kind: service\nname: big\ncommand: [/bin/true]\nresources: {memory: 64Gi}\n",
+                 "created");
+        pump(&h, 50);
+        failures = orch_reconciler_stats(h.rc)->placement_failures;
+        ck_assert_uint_ge(failures, 1);
+        ck_assert_int_eq(http(&h, "POST", "/v1/apply?dry_run=1",
+                              "kind: service\nname: api\nreplicas: 2\ncommand: [/bin/true]\n", NULL),
+                         200);
+        pump(&h, 50);
+        ck_assert_uint_eq(orch_reconciler_stats(h.rc)->placement_failures, failures);
+        harness_release(&h);
+}
+END_TEST
+
+static const char r1[] = "kind: service\nname: web\nreplicas: 3\ncommand: [/bin/sleep, '100']\n"
+                         "update: {max_surge: 1, max_unavailable: 0, min_healthy: 0s, progress_deadline: 1s,"
+                         " auto_revert: false}\n";
+static const char r2[] = "kind: service\nname: web\nreplicas: 3\ncommand: [/bin/sleep, '200']\n"
+                         "update: {max_surge: 1, max_unavailable: 0, min_healthy: 0s, progress_deadline: 1s,"
+                         " auto_revert: false}\n";
+
+/* Regression: a finished rollout's state is not written: after a restart it is "progressing" again */
+START_TEST(test_rollout_complete_not_persisted)
+{
+        struct harness h;
+        struct orch_state *st2;
+
+        harness_init(&h);
+        apply_ok(&h, r1, "created");
+        make_available(&h, "web");
+        pump(&h, 20);
+        apply_ok(&h, r2, "updated");
+        for (int i = 0; i < 10; i++) {
+                struct orch_svc *svc = orch_state_service(h.st, "web");
+                struct orch_list *p, *t;
+                /* the agents confirm stops at once */
+                orch_list_foreach_safe (p, t, &svc->instances) {
+                        struct orch_inst *in = orch_list_entry(p, struct orch_inst, svc_link);
+                        if (!in->desired_run && in->node) {
+                                in->state = ORCH_INSTANCE_EXITED;
+                                orch_state_release_resources(h.st, in);
+                                orch_state_unplace_instance(h.st, in, NULL);
+                        }
+                }
+                make_available(&h, "web");
+                pump(&h, 20);
+        }
+        ck_assert_int_eq(orch_state_service(h.st, "web")->rollout.state, ORCH_ROLLOUT_COMPLETE);
+        pump(&h, 300);
+        ck_assert_int_eq(orch_state_new(h.store, &st2), 0);
+        ck_assert_int_eq(orch_state_load(st2), 0);
+        ck_assert_msg(orch_state_service(st2, "web")->rollout.state == ORCH_ROLLOUT_COMPLETE,
+                      "rollout state after a reload: %s",
+                      orch_rollout_state_to_string(orch_state_service(st2, "web")->rollout.state));
+        orch_state_free(st2);
+        harness_release(&h);
+}
+END_TEST
+
+/* Regression: after a failed rollout without auto_revert, a lost instance is never replaced */
+START_TEST(test_failed_rollout_does_not_replace_lost)
+{
+        struct harness h;
+        struct orch_svc *svc;
+        struct orch_list *p;
+
+        harness_init(&h);
+        apply_ok(&h, r1, "created");
+        make_available(&h, "web");
+        pump(&h, 20);
+        apply_ok(&h, r2, "updated");
+        /* the new instance never becomes available: the rollout fails at its deadline */
+        pump(&h, 1600);
+        svc = orch_state_service(h.st, "web");
+        ck_assert_int_eq(svc->rollout.state, ORCH_ROLLOUT_FAILED);
+        ck_assert_uint_eq(live_count(&h, "web"), 4);
+        /* two of the three old instances are lost with their node */
+        int lost = 0;
+        orch_list_foreach (p, &svc->instances) {
+                struct orch_inst *in = orch_list_entry(p, struct orch_inst, svc_link);
+                if (in->state == ORCH_INSTANCE_RUNNING && lost++ < 2) {
+                        in->state = ORCH_INSTANCE_LOST;
+                        in->desired_run = false;
+                        orch_state_release_resources(h.st, in);
+                        orch_state_instance_changed(h.st, in);
+                }
+        }
+        orch_state_mark_dirty(h.st, svc);
+        pump(&h, 300);
+        ck_assert_msg(live_count(&h, "web") >= 3, "live instances: %zu of 3 replicas",
+                      live_count(&h, "web"));
+        harness_release(&h);
+}
+END_TEST
+
+/* Regression: the reason of a placed instance does not survive a reload */
+START_TEST(test_reason_lost_on_load)
+{
+        struct harness h;
+        struct orch_state *st2;
+        struct orch_inst *in;
+        char id[ORCH_INSTANCE_ID_MAX + 1];
+
+        harness_init(&h);
+        apply_ok(&h, web_yaml, "created");
+        in = orch_list_entry(orch_state_service(h.st, "web")->instances.next, struct orch_inst, svc_link);
+        ck_assert_ptr_nonnull(in->node);
+        orch_strlcpy(id, in->id, sizeof id);
+        in->state = ORCH_INSTANCE_FAILED;
+        orch_state_set_reason(h.st, in, "user nobody does not exist");
+        ck_assert_int_eq(orch_state_flush(h.st), 0);
+        ck_assert_int_eq(orch_state_new(h.store, &st2), 0);
+        ck_assert_int_eq(orch_state_load(st2), 0);
+        ck_assert_msg(orch_state_instance(st2, id)->reason != NULL, "reason lost on load");
+        orch_state_free(st2);
+        harness_release(&h);
+}
+END_TEST
+
 static Suite *api_suite(void)
 {
         Suite *s = suite_create("api");
@@ -770,6 +924,10 @@ static Suite *api_suite(void)
         tcase_add_test(tc, test_events);
         tcase_add_test(tc, test_registry_and_metrics);
         tcase_add_test(tc, test_apply_is_durable_before_the_answer);
+        tcase_add_test(tc, test_dry_run_moves_sched_epoch);
+        tcase_add_test(tc, test_rollout_complete_not_persisted);
+        tcase_add_test(tc, test_failed_rollout_does_not_replace_lost);
+        tcase_add_test(tc, test_reason_lost_on_load);
         suite_add_tcase(s, tc);
         return s;
 }

@@ -621,6 +621,34 @@ START_TEST(test_waiter_client_leaves)
 }
 END_TEST
 
+/* A service with no change yet must not answer index 0: index=0 never blocks, and a client that
+ * follows the protocol (pass back the index you got) would spin. */
+START_TEST(test_index_never_zero)
+{
+        struct harness h;
+        struct call c;
+        json_t *j;
+        uint64_t t0;
+
+        harness_init(&h, true);
+        apply(&h, web_yaml);
+        call_start(&h, &c, "/v1/registry/web");
+        j = call_finish(&h, &c);
+        ck_assert_int_ge(json_integer_value(json_object_get(j, "index")), 1);
+        {
+                char target[128];
+                orch_snprintf(target, sizeof target, "/v1/registry/web?index=%lld&wait=1s",
+                              json_integer_value(json_object_get(j, "index")));
+                json_decref(j);
+                t0 = orch_now_usec();
+                call_start(&h, &c, target);
+                json_decref(call_finish(&h, &c));
+        }
+        ck_assert_msg(orch_now_usec() - t0 > 900 * 1000, "answered at once: no change happened");
+        harness_release(&h);
+}
+END_TEST
+
 static Suite *registry_suite(void)
 {
         Suite *s = suite_create("registry");
@@ -634,6 +662,7 @@ static Suite *registry_suite(void)
         tcase_add_test(tc, test_blocking_query_answers_on_change);
         tcase_add_test(tc, test_blocking_query_times_out);
         tcase_add_test(tc, test_waiter_client_leaves);
+        tcase_add_test(tc, test_index_never_zero);
         suite_add_tcase(s, tc);
         return s;
 }
