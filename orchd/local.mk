@@ -18,6 +18,7 @@ noinst_LIBRARIES += orchd/libcore.a
 orchd_libcore_a_SOURCES = \
 	orchd/agents.c orchd/agents.h \
 	orchd/api.c orchd/api.h \
+	orchd/dns.c orchd/dns.h \
 	orchd/reconciler.c orchd/reconciler.h \
 	orchd/registry.c orchd/registry.h \
 	orchd/state.c orchd/state.h

@@ -9,6 +9,7 @@
 #include "agents.h"
 #include "api.h"
 #include "daemon.h"
+#include "dns.h"
 #include "gateway/gateway.h"
 #include "options.h"
 #include "log.h"
@@ -36,6 +37,7 @@ struct options {
         bool store_no_fsync;
         char *log_level;
         char *gateway_listen; /* empty: no gateway */
+        char *dns_listen;     /* empty: no DNS interface */
         uint32_t gateway_workers;
         bool gateway_access_log;
 };
@@ -50,6 +52,7 @@ struct orchd {
         struct orch_registry *registry;
         struct orch_api *api;
         struct orch_gateway *gateway;
+        struct orch_dns *dns;
         struct orch_daemon_watchdog watchdog;
         uv_signal_t sigterm, sigint;
         uv_timer_t status;
@@ -94,6 +97,8 @@ static int set_option(void *userdata, const char *name, const char *value, char 
                 return orch_option_bool(&o->store_no_fsync, value, ret_error);
         if (streq(name, "gateway-listen"))
                 return orch_option_string(&o->gateway_listen, value);
+        if (streq(name, "dns-listen"))
+                return orch_option_string(&o->dns_listen, value);
         if (streq(name, "gateway-workers"))
                 return set_u32(&o->gateway_workers, value, 0, 1024, ret_error);
         if (streq(name, "gateway-access-log"))
@@ -128,6 +133,8 @@ static const struct orch_option options[] = {
         OPT("store-no-fsync", NULL, "commit without fsync: survives orchd crashes, not power loss"),
         OPT("log-level", "LEVEL", "error, warn, info or debug [info]"),
         OPT("gateway-listen", "HOST:PORT", "the API gateway; empty: no gateway [127.0.0.1:8080]"),
+        OPT("dns-listen", "HOST:PORT",
+            "the registry over DNS (UDP; A, AAAA, SRV for <service>.orch.) [off]"),
         OPT("gateway-workers", "N", "gateway worker threads; 0: one per core [0]"),
         OPT("gateway-access-log", NULL, "log every gateway request (logfmt, on stderr)"),
 };
@@ -141,6 +148,7 @@ static void options_release(struct options *o)
         free(o->store);
         free(o->log_level);
         free(o->gateway_listen);
+        free(o->dns_listen);
 }
 
 /* --- tokens --------------------------------------------------------------------------------- */
@@ -394,6 +402,15 @@ int main(int argc, char **argv)
                 if (orch_gateway_start(d.loop, &gc, &d.gateway) < 0)
                         return 1;
         }
+        if (d.opt.dns_listen && *d.opt.dns_listen) {
+                r = orch_dns_new(d.loop, d.st, d.opt.dns_listen, &d.dns);
+                if (r < 0) {
+                        log_error("cannot serve DNS on %s: %s", d.opt.dns_listen,
+                                  r == -EINVAL ? "expected HOST:PORT or [IPV6]:PORT" : strerror(-r));
+                        return 1;
+                }
+                log_info("serving the registry over DNS (zone orch.) on %s", d.opt.dns_listen);
+        }
         if (orch_agents_listen(d.agents) < 0)
                 return 1;
 
@@ -417,6 +434,7 @@ int main(int argc, char **argv)
         uv_run(d.loop, UV_RUN_DEFAULT);
 
         uv_close((uv_handle_t *)&trim, NULL);
+        orch_dns_free(d.dns);
         uv_run(d.loop, UV_RUN_NOWAIT);
         orch_state_flush(d.st);
         orch_registry_free(d.registry);

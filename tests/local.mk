@@ -1,5 +1,6 @@
 ## Unit tests (check): one program per module, tests/unit/test-<module>.c.
 UNIT_TESTS = \
+	tests/unit/test-dns \
 	tests/unit/test-options \
 	tests/unit/test-cgroup \
 	tests/unit/test-spawn \
@@ -71,6 +72,16 @@ tests_unit_test_reconciler_CPPFLAGS = $(UNIT_CPPFLAGS) -I$(top_srcdir)/orchd
 tests_unit_test_reconciler_LDADD = $(CORE_LIBS) $(UNIT_LDADD) $(LIBUV_LIBS)
 
 
+## The test workload that integration tests run as instances (modes: orch-testprog --help).
+check_PROGRAMS += tests/fixtures/orch-testprog
+tests_fixtures_orch_testprog_SOURCES = tests/fixtures/orch-testprog.c
+tests_fixtures_orch_testprog_CPPFLAGS = $(ORCH_CPPFLAGS) $(LIBUV_CFLAGS) -I$(top_srcdir)/examples
+tests_fixtures_orch_testprog_LDADD = $(DEMO_HTTP_LIBS) -lpthread
+
+## Smoke test of orch-demo and orch-testprog's HTTP servers (no orchd or agent involved).
+TESTS += tests/integration/demo-programs.sh
+EXTRA_DIST += tests/integration/demo-programs.sh
+
 ## The manifest language: the CLI end to end, and the JSON Schema against the parser.
 TESTS += tests/integration/validate.sh tests/integration/schema.sh
 EXTRA_DIST += tests/integration/validate.sh tests/integration/schema.sh \
@@ -95,6 +106,17 @@ tests_unit_test_spawn_SOURCES = tests/unit/test-spawn.c tests/unit/testing.h
 tests_unit_test_spawn_CPPFLAGS = $(UNIT_CPPFLAGS) $(AGENT_CPPFLAGS)
 tests_unit_test_spawn_LDADD = $(AGENT_LIBS) $(UNIT_LDADD)
 
+## HTTP parser fuzzer (lib/http.c: strict lexer + llhttp in lockstep); run with
+## tests/fuzz/fuzz-http -max_total_time=600 CORPUS_DIR $(srcdir)/tests/fuzz/corpus-http
+EXTRA_DIST += tests/fuzz/corpus-http
+if ENABLE_FUZZ
+noinst_PROGRAMS += tests/fuzz/fuzz-http
+tests_fuzz_fuzz_http_SOURCES = tests/fuzz/fuzz-http.c
+tests_fuzz_fuzz_http_CPPFLAGS = $(ORCH_CPPFLAGS)
+tests_fuzz_fuzz_http_LDADD = $(ORCH_LIBS)
+tests_fuzz_fuzz_http_LDFLAGS = $(AM_LDFLAGS) -fsanitize=fuzzer
+endif
+
 ## The agent protocol codec (lib/proto.c).
 tests_unit_test_proto_SOURCES = tests/unit/test-proto.c tests/unit/testing.h
 tests_unit_test_proto_CPPFLAGS = $(UNIT_CPPFLAGS)
@@ -112,27 +134,6 @@ tests_unit_test_logs_LDADD = $(AGENT_LIBS) $(UNIT_LDADD)
 tests_unit_test_ports_SOURCES = tests/unit/test-ports.c tests/unit/testing.h
 tests_unit_test_ports_CPPFLAGS = $(UNIT_CPPFLAGS) $(AGENT_CPPFLAGS)
 tests_unit_test_ports_LDADD = $(AGENT_LIBS) $(UNIT_LDADD)
-
-## HTTP parser fuzzer (lib/http.c: strict lexer + llhttp in lockstep); run with
-## tests/fuzz/fuzz-http -max_total_time=600 CORPUS_DIR $(srcdir)/tests/fuzz/corpus-http
-EXTRA_DIST += tests/fuzz/corpus-http
-if ENABLE_FUZZ
-noinst_PROGRAMS += tests/fuzz/fuzz-http
-tests_fuzz_fuzz_http_SOURCES = tests/fuzz/fuzz-http.c
-tests_fuzz_fuzz_http_CPPFLAGS = $(ORCH_CPPFLAGS)
-tests_fuzz_fuzz_http_LDADD = $(ORCH_LIBS)
-tests_fuzz_fuzz_http_LDFLAGS = $(AM_LDFLAGS) -fsanitize=fuzzer
-endif
-
-## The test workload that integration tests run as instances (modes: orch-testprog --help).
-check_PROGRAMS += tests/fixtures/orch-testprog
-tests_fixtures_orch_testprog_SOURCES = tests/fixtures/orch-testprog.c
-tests_fixtures_orch_testprog_CPPFLAGS = $(ORCH_CPPFLAGS) $(LIBUV_CFLAGS) -I$(top_srcdir)/examples
-tests_fixtures_orch_testprog_LDADD = $(DEMO_HTTP_LIBS) -lpthread
-
-## Smoke test of orch-demo and orch-testprog's HTTP servers (no orchd or agent involved).
-TESTS += tests/integration/demo-programs.sh
-EXTRA_DIST += tests/integration/demo-programs.sh
 
 ## Agent protocol fuzzer (lib/proto.c: the line reader and the decoder, against jansson); run with
 ## tests/fuzz/fuzz-proto -dict=$(srcdir)/tests/fuzz/proto.dict -max_total_time=600 CORPUS_DIR \
@@ -177,19 +178,25 @@ TESTS += tests/integration/cluster.sh tests/integration/cluster-restart.sh tests
 EXTRA_DIST += tests/integration/lib.sh tests/integration/cluster.sh tests/integration/cluster-restart.sh \
 	tests/integration/cluster-api.sh
 
-## Self-healing: an agent killed (fast and default heartbeats), a node partitioned in network
-## namespaces and healed.
-TESTS += tests/integration/chaos-agent-kill.sh tests/integration/chaos-agent-kill-default.sh \
-	tests/integration/chaos-partition.sh
-EXTRA_DIST += tests/integration/chaos-agent-kill.sh tests/integration/chaos-agent-kill-default.sh \
-	tests/integration/chaos-partition.sh
-
 ## orchd's agent endpoint against fake agents over TCP (hello and fencing, commands and acks, events,
 ## TTL, log streams, drain delay), with the real state, store and reconciler.
 UNIT_TESTS += tests/unit/test-agents
 tests_unit_test_agents_SOURCES = tests/unit/test-agents.c tests/unit/testing.h
 tests_unit_test_agents_CPPFLAGS = $(UNIT_CPPFLAGS) -I$(top_srcdir)/orchd
 tests_unit_test_agents_LDADD = $(CORE_LIBS) $(UNIT_LDADD) $(LIBUV_LIBS)
+
+## The API gateway (orchd/gateway): its parts, then the whole gateway in front of orch-testprog backends.
+UNIT_TESTS += tests/unit/test-gateway
+tests_unit_test_gateway_SOURCES = tests/unit/test-gateway.c tests/unit/testing.h
+tests_unit_test_gateway_CPPFLAGS = $(UNIT_CPPFLAGS) -I$(top_srcdir)/orchd
+tests_unit_test_gateway_LDADD = $(GATEWAY_LIBS) $(CORE_LIBS) $(UNIT_LDADD) $(LIBUV_LIBS) -lpthread
+
+## Self-healing: an agent killed (fast and default heartbeats), a node partitioned in network
+## namespaces and healed.
+TESTS += tests/integration/chaos-agent-kill.sh tests/integration/chaos-agent-kill-default.sh \
+	tests/integration/chaos-partition.sh
+EXTRA_DIST += tests/integration/chaos-agent-kill.sh tests/integration/chaos-agent-kill-default.sh \
+	tests/integration/chaos-partition.sh
 
 ## orchd's HTTP API for real (orch_api on port 0 over state, store, reconciler and registry),
 ## driven with lib/httpclient: status codes and the JSON keys of SPEC §3 and §4. The API calls the
@@ -206,12 +213,6 @@ tests_unit_test_registry_SOURCES = tests/unit/test-registry.c tests/unit/testing
 tests_unit_test_registry_CPPFLAGS = $(UNIT_CPPFLAGS) -I$(top_srcdir)/orchd
 tests_unit_test_registry_LDADD = $(CORE_LIBS) $(GATEWAY_LIBS) $(CORE_LIBS) $(UNIT_LDADD) lib/libllhttp.a $(LIBUV_LIBS) -lpthread
 
-## The API gateway (orchd/gateway): its parts, then the whole gateway in front of orch-testprog backends.
-UNIT_TESTS += tests/unit/test-gateway
-tests_unit_test_gateway_SOURCES = tests/unit/test-gateway.c tests/unit/testing.h
-tests_unit_test_gateway_CPPFLAGS = $(UNIT_CPPFLAGS) -I$(top_srcdir)/orchd
-tests_unit_test_gateway_LDADD = $(GATEWAY_LIBS) $(CORE_LIBS) $(UNIT_LDADD) $(LIBUV_LIBS) -lpthread
-
 ## Gateway fuzzer (orchd/gateway: path normalization, routing and head rewriting on what the strict parser
 ## accepts); run with
 ## tests/fuzz/fuzz-gateway -max_total_time=600 CORPUS_DIR $(srcdir)/tests/fuzz/corpus-gateway
@@ -223,3 +224,8 @@ tests_fuzz_fuzz_gateway_CPPFLAGS = $(ORCH_CPPFLAGS) -I$(top_srcdir)/orchd
 tests_fuzz_fuzz_gateway_LDADD = $(GATEWAY_LIBS) $(ORCH_LIBS)
 tests_fuzz_fuzz_gateway_LDFLAGS = $(AM_LDFLAGS) -fsanitize=fuzzer
 endif
+
+tests_unit_test_dns_SOURCES = tests/unit/test-dns.c tests/unit/testing.h
+tests_unit_test_dns_CPPFLAGS = $(UNIT_CPPFLAGS) -I$(top_srcdir)/orchd
+tests_unit_test_dns_LDADD = $(CORE_LIBS) $(GATEWAY_LIBS) $(CORE_LIBS) $(UNIT_LDADD) lib/libllhttp.a $(LIBUV_LIBS) -lpthread
+
