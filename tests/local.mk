@@ -229,3 +229,9 @@ tests_unit_test_dns_SOURCES = tests/unit/test-dns.c tests/unit/testing.h
 tests_unit_test_dns_CPPFLAGS = $(UNIT_CPPFLAGS) -I$(top_srcdir)/orchd
 tests_unit_test_dns_LDADD = $(CORE_LIBS) $(GATEWAY_LIBS) $(CORE_LIBS) $(UNIT_LDADD) lib/libllhttp.a $(LIBUV_LIBS) -lpthread
 
+
+## Self-healing, continued: orchd killed in the middle of applies, rolling updates (good, and two
+## broken ones that roll back by themselves) under a poller, drain and uncordon.
+TESTS += tests/integration/chaos-crash-apply.sh tests/integration/chaos-rollout.sh tests/integration/chaos-drain.sh
+EXTRA_DIST += tests/integration/chaos-crash-apply.sh tests/integration/chaos-rollout.sh \
+	tests/integration/chaos-drain.sh

@@ -260,7 +260,8 @@ it_orchd_start() {
 	"${pre[@]}" "$IT_ORCHD_BIN" --data-dir "$IT_ORCHD_DATA" --api-listen "$IT_API_ADDR" \
 		--agent-listen "$IT_AGENT_ADDR" "${gw[@]}" "${IT_ORCHD_EXTRA[@]}" "$@" >>"$IT_TMP/orchd.log" 2>&1 &
 	IT_ORCHD_PID=$!
-	wait_for 'it_orchd_up' 20 "orchd to answer on $IT_URL" || it_fail "orchd did not answer on $IT_URL"
+	wait_for 'it_orchd_up' 20 "orchd to answer on $IT_URL" ||
+		it_fail "orchd (pid $IT_ORCHD_PID, $(ps -o stat=,time= -p "$IT_ORCHD_PID" | tr -s ' ') of CPU) did not answer on $IT_URL within 20 s"
 	kill -0 "$IT_ORCHD_PID" 2>/dev/null || it_fail "orchd exited at start"
 	IT_TOKEN=$(cat "$IT_ORCHD_DATA/admin.token")
 }
@@ -269,7 +270,7 @@ it_orchd_start() {
 it_orchd_up() {
 	kill -0 "$IT_ORCHD_PID" 2>/dev/null || return 0
 	[ -s "$IT_ORCHD_DATA/admin.token" ] && [ -s "$IT_ORCHD_DATA/join.token" ] &&
-		[ "$(it_hub curl -s -o /dev/null -w '%{http_code}' "$IT_URL/healthz")" = 200 ]
+		[ "$(it_hub curl -s -o /dev/null --max-time 2 -w '%{http_code}' "$IT_URL/healthz")" = 200 ]
 }
 
 # it_orchd_kill [SIGNAL]: signals orchd (default TERM) and waits until it is gone; its exit status
@@ -347,6 +348,9 @@ it_now_ms() { echo $((($(date +%s%N) - IT_T0) / 1000000)); }
 
 # --- the API --------------------------------------------------------------------------------------
 
+# A request that takes longer fails (a stuck orchd must fail the test, not hang it).
+IT_CURL_TIMEOUT=${IT_CURL_TIMEOUT:-30}
+
 # api METHOD PATH [BODY]: prints the answer's body; fails (status 1) unless it is 2xx. BODY is a
 # string, or @FILE.
 api() {
@@ -354,7 +358,7 @@ api() {
 	shift 2
 	local -a data=()
 	[ $# -gt 0 ] && data=(--data-binary "$1")
-	it_hub curl -sS --fail-with-body -X "$method" -H "Authorization: Bearer $IT_TOKEN" \
+	it_hub curl -sS --fail-with-body --max-time "$IT_CURL_TIMEOUT" -X "$method" -H "Authorization: Bearer $IT_TOKEN" \
 		-H 'Content-Type: application/yaml' "${data[@]}" "$IT_URL$path"
 }
 
@@ -368,7 +372,7 @@ api_code() {
 		data=(--data-binary "$1")
 		shift
 	fi
-	it_hub curl -sS -o "$IT_TMP/last-body" -w '%{http_code}' -X "$method" \
+	it_hub curl -sS -o "$IT_TMP/last-body" --max-time "$IT_CURL_TIMEOUT" -w '%{http_code}' -X "$method" \
 		-H "Authorization: Bearer $IT_TOKEN" "${data[@]}" "$@" "$IT_URL$path"
 }
 
@@ -426,7 +430,7 @@ ready_nodes() { api GET /v1/nodes | jpy 'len([n for n in j if n["state"] == "rea
 # it_wait_nodes N [SECONDS]: waits until N nodes are ready (before an apply that should use them all).
 it_wait_nodes() {
 	wait_for "[ \"\$(ready_nodes)\" = $1 ]" "${2:-20}" "$1 ready nodes" ||
-		it_fail "$(ready_nodes) nodes are ready, not $1: $(api GET /v1/nodes | jpy '[(n["name"], n["state"]) for n in j]')"
+		it_fail "not $1 ready nodes: $(IT_CURL_TIMEOUT=3 api GET /v1/nodes | jpy '[(n["name"], n["state"]) for n in j]' 2>&1 | tail -n 1)"
 }
 
 # --- the truth on the nodes -----------------------------------------------------------------------
