@@ -32,3 +32,11 @@ bench_sched_sim_SOURCES = bench/sched-sim.c
 bench_sched_sim_CPPFLAGS = $(ORCH_CPPFLAGS)
 bench_sched_sim_LDADD = $(ORCH_LIBS)
 EXTRA_DIST += bench/sched.sh
+
+## The API gateway against nginx and haproxy (bench/gateway.sh): gateway-harness runs orchd's gateway code
+## in front of running backends, listed as one routed service by an in-memory state and registry.
+noinst_PROGRAMS += bench/gateway-harness
+bench_gateway_harness_SOURCES = bench/gateway-harness.c
+bench_gateway_harness_CPPFLAGS = $(ORCH_CPPFLAGS) -I$(top_srcdir)/orchd
+bench_gateway_harness_LDADD = $(GATEWAY_LIBS) $(CORE_LIBS) $(ORCH_LIBS) $(LIBUV_LIBS) -lpthread
+EXTRA_DIST += bench/gateway.sh

@@ -80,6 +80,9 @@ int gw_balance_pick(struct gw_health *const *health, size_t n, const size_t *tri
 
         if (n == 0)
                 return -1;
+        /* one endpoint: nothing to choose (ejected or not: it is all there is) */
+        if (n == 1)
+                return was_tried(0, tried, n_tried) ? -1 : 0;
         a = draw(health, n, tried, n_tried, false, -1, rng, now_ms);
         if (a < 0) {
                 panic = true;

@@ -6,44 +6,71 @@
 #include "rewrite.h"
 #include "banned.h"
 
-struct token {
-        const char *s;
-        size_t len;
+/*
+ * Both heads are written in one pass into space reserved beforehand (an upper bound of what they can
+ * need), and each field name is classified once, by its length and then one comparison: this runs for
+ * every request and every answer.
+ */
+
+enum field_class {
+        C_OTHER,
+        C_CONNECTION,
+        C_HOP,     /* Keep-Alive, Proxy-Connection, TE, Trailer, Upgrade: removed by every hop */
+        C_FRAMING, /* Content-Length, Transfer-Encoding: the gateway writes its own */
+        C_HOST,
+        C_EXPECT,
+        C_XFF,
+        C_XFP,
+        C_XRI,
+        C_API_KEY,
+        C_AUTHORIZATION,
 };
 
+static enum field_class classify(const char *name, size_t len)
+{
+        static const struct {
+                const char *name;
+                enum field_class c;
+        } known[] = {
+                {"TE", C_HOP},
+                {"Host", C_HOST},
+                {"Expect", C_EXPECT},
+                {"Trailer", C_HOP},
+                {"Upgrade", C_HOP},
+                {"X-API-Key", C_API_KEY},
+                {"Connection", C_CONNECTION},
+                {"Keep-Alive", C_HOP},
+                {"X-Request-Id", C_XRI},
+                {"Authorization", C_AUTHORIZATION},
+                {"Content-Length", C_FRAMING},
+                {"X-Forwarded-For", C_XFF},
+                {"Proxy-Connection", C_HOP},
+                {"Transfer-Encoding", C_FRAMING},
+                {"X-Forwarded-Proto", C_XFP},
+        };
+
+        for (size_t i = 0; i < ELEMENTSOF(known); i++)
+                if (strlen(known[i].name) == len && strcasecmp(known[i].name, name) == 0)
+                        return known[i].c;
+        return C_OTHER;
+}
+
 struct options {
-        struct token t[GW_MAX_CONNECTION_OPTIONS];
+        struct {
+                const char *s;
+                size_t len;
+        } t[GW_MAX_CONNECTION_OPTIONS];
         size_t n;
 };
 
-/* The fields every hop removes (RFC 9110 §7.6.1), and those the gateway writes itself. */
-static bool hop_by_hop(const char *name)
-{
-        switch (name[0] | 0x20) {
-        case 'c':
-                return strcasecmp(name, "Connection") == 0 || strcasecmp(name, "Content-Length") == 0;
-        case 'k':
-                return strcasecmp(name, "Keep-Alive") == 0;
-        case 'p':
-                return strcasecmp(name, "Proxy-Connection") == 0;
-        case 't':
-                return strcasecmp(name, "TE") == 0 || strcasecmp(name, "Trailer") == 0 ||
-                       strcasecmp(name, "Transfer-Encoding") == 0;
-        case 'u':
-                return strcasecmp(name, "Upgrade") == 0;
-        default:
-                return false;
-        }
-}
-
 /* The names listed in every Connection field. */
-static int connection_options(const struct orch_http_head *h, struct options *o)
+static int connection_options(const struct orch_http_head *h, const uint8_t *classes, struct options *o)
 {
         o->n = 0;
         for (size_t i = 0; i < h->n_headers; i++) {
                 const char *v = h->headers[i].value;
 
-                if (strcasecmp(h->headers[i].name, "Connection") != 0)
+                if (classes[i] != C_CONNECTION)
                         continue;
                 while (*v) {
                         size_t n;
@@ -55,42 +82,49 @@ static int connection_options(const struct orch_http_head *h, struct options *o)
                                 break;
                         if (o->n == GW_MAX_CONNECTION_OPTIONS)
                                 return -E2BIG;
-                        o->t[o->n++] = (struct token){v, n};
+                        o->t[o->n].s = v;
+                        o->t[o->n++].len = n;
                         v += n;
                 }
         }
         return 0;
 }
 
-static bool listed(const struct options *o, const char *name)
+static bool listed(const struct options *o, const char *name, size_t len)
 {
-        size_t len = strlen(name);
-
         for (size_t i = 0; i < o->n; i++)
                 if (o->t[i].len == len && strncasecmp(o->t[i].s, name, len) == 0)
                         return true;
         return false;
 }
 
-static void put(struct orch_buf *b, const char *s, size_t n)
+/* A cursor into reserved space. */
+struct out {
+        char *p;
+};
+
+static void put(struct out *o, const char *s, size_t n)
 {
-        orch_buf_put(b, s, n);
+        memcpy(o->p, s, n);
+        o->p += n;
 }
 
-static void puts_(struct orch_buf *b, const char *s)
+#define PUT_LITERAL(o, s) put(o, s, sizeof s - 1)
+
+static void puts_(struct out *o, const char *s)
 {
-        orch_buf_put(b, s, strlen(s));
+        put(o, s, strlen(s));
 }
 
-static void field(struct orch_buf *b, const char *name, const char *value)
+static void field(struct out *o, const char *name, size_t name_len, const char *value)
 {
-        puts_(b, name);
-        put(b, ": ", 2);
-        puts_(b, value);
-        put(b, "\r\n", 2);
+        put(o, name, name_len);
+        PUT_LITERAL(o, ": ");
+        puts_(o, value);
+        PUT_LITERAL(o, "\r\n");
 }
 
-static void put_u64(struct orch_buf *b, uint64_t v)
+static void put_u64(struct out *o, uint64_t v)
 {
         char buf[24];
         size_t i = sizeof buf;
@@ -99,18 +133,49 @@ static void put_u64(struct orch_buf *b, uint64_t v)
                 buf[--i] = (char)('0' + v % 10);
                 v /= 10;
         } while (v);
-        put(b, buf + i, sizeof buf - i);
+        put(o, buf + i, sizeof buf - i);
 }
 
-static void framing(struct orch_buf *b, int64_t body_length)
+static void framing(struct out *o, int64_t body_length)
 {
         if (body_length >= 0) {
-                put(b, "Content-Length: ", 16);
-                put_u64(b, (uint64_t)body_length);
-                put(b, "\r\n", 2);
+                PUT_LITERAL(o, "Content-Length: ");
+                put_u64(o, (uint64_t)body_length);
+                PUT_LITERAL(o, "\r\n");
         } else if (body_length == ORCH_HTTP_BODY_CHUNKED) {
-                put(b, "Transfer-Encoding: chunked\r\n", 28);
+                PUT_LITERAL(o, "Transfer-Encoding: chunked\r\n");
         }
+}
+
+/* What the fields of a head take at most, and each one's class (classes has n_headers entries). */
+static size_t measure(const struct orch_http_head *h, uint8_t *classes)
+{
+        size_t need = 0;
+
+        for (size_t i = 0; i < h->n_headers; i++) {
+                size_t n = strlen(h->headers[i].name);
+
+                classes[i] = (uint8_t)classify(h->headers[i].name, n);
+                need += n + strlen(h->headers[i].value) + 4;
+        }
+        return need;
+}
+
+/* Room for the fixed lines both heads may add: status or request line, framing, Connection. */
+#define FIXED_NEED 256U
+/* Field classes live on the stack up to this many fields (the parser's default cap is 100). */
+#define STACK_FIELDS 256U
+
+/* The class of each field of h: on the stack, or allocated for heads with more fields. */
+static uint8_t *classes_for(const struct orch_http_head *h, uint8_t *stack)
+{
+        return h->n_headers <= STACK_FIELDS ? stack : malloc(h->n_headers);
+}
+
+static void classes_done(uint8_t *classes, uint8_t *stack)
+{
+        if (classes != stack)
+                free(classes);
 }
 
 bool gw_request_id_valid(const char *s)
@@ -149,131 +214,166 @@ const char *gw_request_api_key(const struct orch_http_head *head, bool *ret_bear
         return NULL;
 }
 
+static int finish(struct orch_buf *out, struct out *o)
+{
+        out->len = (size_t)(o->p - out->data);
+        out->data[out->len] = '\0';
+        return 0;
+}
+
 int gw_rewrite_request(struct orch_buf *out, const struct gw_request_out *r)
 {
         const struct orch_http_head *h = r->head;
-        struct options o;
-        size_t mark = out->len, need;
+        const char *host = h->authority ? h->authority : h->host ? h->host : r->default_host;
+        const char *upgrade = r->upgrade ? orch_http_head_header(h, "Upgrade") : NULL;
+        uint8_t stack[STACK_FIELDS], *classes = classes_for(h, stack);
+        struct options opts;
+        struct out o;
+        size_t need, xff_len = 0;
         bool xff = false;
         int k;
 
-        k = connection_options(h, &o);
-        if (k < 0)
-                return k;
-        need = strlen(h->method) + strlen(r->path) + (h->query ? strlen(h->query) : 0) + 256;
+        if (!classes)
+                return -ENOMEM;
+        need = measure(h, classes) + FIXED_NEED + strlen(h->method) + strlen(r->path) +
+               (h->query ? strlen(h->query) + 1 : 0) + (host ? strlen(host) : 0) + strlen(r->client_addr) +
+               strlen(r->request_id) + (upgrade ? strlen(upgrade) : 0);
+        k = connection_options(h, classes, &opts);
         for (size_t i = 0; i < h->n_headers; i++)
-                need += strlen(h->headers[i].name) + strlen(h->headers[i].value) + 4;
-        orch_buf_reserve(out, need);
-
-        puts_(out, h->method);
-        put(out, " ", 1);
-        puts_(out, r->path);
-        if (h->query) {
-                put(out, "?", 1);
-                puts_(out, h->query);
+                if (classes[i] == C_XFF)
+                        xff_len += 2;
+        if (k >= 0 && orch_buf_reserve(out, need + xff_len) < 0)
+                k = -ENOMEM;
+        if (k < 0) {
+                classes_done(classes, stack);
+                return k;
         }
-        put(out, " HTTP/1.1\r\n", 11);
-        /* RFC 9112 §3.2.2: an absolute-form target's authority replaces Host. */
-        if (h->authority)
-                field(out, "Host", h->authority);
-        else if (h->host)
-                field(out, "Host", h->host);
-        else if (r->default_host)
-                field(out, "Host", r->default_host);
+        o.p = out->data + out->len;
 
+        puts_(&o, h->method);
+        PUT_LITERAL(&o, " ");
+        puts_(&o, r->path);
+        if (h->query) {
+                PUT_LITERAL(&o, "?");
+                puts_(&o, h->query);
+        }
+        PUT_LITERAL(&o, " HTTP/1.1\r\n");
+        /* RFC 9112 §3.2.2: an absolute-form target's authority replaces Host */
+        if (host)
+                field(&o, "Host", 4, host);
         for (size_t i = 0; i < h->n_headers; i++) {
                 const char *name = h->headers[i].name;
+                size_t len;
 
-                if (hop_by_hop(name) || listed(&o, name) || strcasecmp(name, "Host") == 0 ||
-                    strcasecmp(name, "Expect") == 0 || strcasecmp(name, "X-Forwarded-Proto") == 0 ||
-                    strcasecmp(name, "X-Request-Id") == 0 ||
-                    (r->drop_api_key && strcasecmp(name, "X-API-Key") == 0) ||
-                    (r->drop_authorization && strcasecmp(name, "Authorization") == 0))
+                switch (classes[i]) {
+                case C_OTHER:
+                        len = strlen(name);
+                        if (opts.n > 0 && listed(&opts, name, len))
+                                continue;
+                        field(&o, name, len, h->headers[i].value);
                         continue;
-                if (strcasecmp(name, "X-Forwarded-For") == 0) {
+                case C_API_KEY:
+                case C_AUTHORIZATION:
+                        if ((classes[i] == C_API_KEY && r->drop_api_key) ||
+                            (classes[i] == C_AUTHORIZATION && r->drop_authorization))
+                                continue;
+                        len = strlen(name);
+                        if (opts.n > 0 && listed(&opts, name, len))
+                                continue;
+                        field(&o, name, len, h->headers[i].value);
+                        continue;
+                case C_XFF:
                         /* all of them in one field, in order, then the client */
                         if (xff)
                                 continue;
                         xff = true;
-                        put(out, "X-Forwarded-For: ", 17);
+                        PUT_LITERAL(&o, "X-Forwarded-For: ");
                         for (size_t j = i; j < h->n_headers; j++)
-                                if (strcasecmp(h->headers[j].name, "X-Forwarded-For") == 0 &&
-                                    *h->headers[j].value) {
-                                        puts_(out, h->headers[j].value);
-                                        put(out, ", ", 2);
+                                if (classes[j] == C_XFF && *h->headers[j].value) {
+                                        puts_(&o, h->headers[j].value);
+                                        PUT_LITERAL(&o, ", ");
                                 }
-                        puts_(out, r->client_addr);
-                        put(out, "\r\n", 2);
+                        puts_(&o, r->client_addr);
+                        PUT_LITERAL(&o, "\r\n");
+                        continue;
+                default:
+                        /* hop-by-hop and framing fields, and those the gateway writes itself */
                         continue;
                 }
-                field(out, name, h->headers[i].value);
         }
         if (!xff)
-                field(out, "X-Forwarded-For", r->client_addr);
-        put(out, "X-Forwarded-Proto: http\r\n", 25);
-        field(out, "X-Request-Id", r->request_id);
+                field(&o, "X-Forwarded-For", 15, r->client_addr);
+        PUT_LITERAL(&o, "X-Forwarded-Proto: http\r\n");
+        field(&o, "X-Request-Id", 12, r->request_id);
         if (r->upgrade) {
-                const char *up = orch_http_head_header(h, "Upgrade");
-                if (up && *up)
-                        field(out, "Upgrade", up);
-                put(out, "Connection: upgrade\r\n", 21);
+                if (upgrade && *upgrade)
+                        field(&o, "Upgrade", 7, upgrade);
+                PUT_LITERAL(&o, "Connection: upgrade\r\n");
         }
-        framing(out, r->body_length);
-        put(out, "\r\n", 2);
-        if (out->oom) {
-                if (out->data && out->len >= mark) {
-                        out->len = mark;
-                        out->data[mark] = '\0';
-                }
-                return -ENOMEM;
-        }
-        return 0;
+        framing(&o, r->body_length);
+        PUT_LITERAL(&o, "\r\n");
+        classes_done(classes, stack);
+        return finish(out, &o);
 }
 
 int gw_rewrite_response(struct orch_buf *out, const struct gw_response_out *r)
 {
         const struct orch_http_head *h = r->head;
-        struct options o;
-        size_t need = 128;
+        const char *upgrade = r->upgrade ? orch_http_head_header(h, "Upgrade") : NULL;
+        uint8_t stack[STACK_FIELDS], *classes = classes_for(h, stack);
+        struct options opts;
+        struct out o;
+        size_t need;
         bool has_id = false;
         int k;
 
-        k = connection_options(h, &o);
-        if (k < 0)
+        if (!classes)
+                return -ENOMEM;
+        need = measure(h, classes) + FIXED_NEED + (h->reason ? strlen(h->reason) : 0) +
+               (r->request_id ? strlen(r->request_id) : 0) + (upgrade ? strlen(upgrade) : 0);
+        k = connection_options(h, classes, &opts);
+        if (k >= 0 && orch_buf_reserve(out, need) < 0)
+                k = -ENOMEM;
+        if (k < 0) {
+                classes_done(classes, stack);
                 return k;
-        for (size_t i = 0; i < h->n_headers; i++)
-                need += strlen(h->headers[i].name) + strlen(h->headers[i].value) + 4;
-        orch_buf_reserve(out, need + strlen(h->reason ? h->reason : ""));
+        }
+        o.p = out->data + out->len;
 
-        put(out, "HTTP/1.1 ", 9);
-        put_u64(out, (uint64_t)h->status);
-        put(out, " ", 1);
-        puts_(out, h->reason ? h->reason : "");
-        put(out, "\r\n", 2);
+        PUT_LITERAL(&o, "HTTP/1.1 ");
+        put_u64(&o, (uint64_t)h->status);
+        PUT_LITERAL(&o, " ");
+        if (h->reason)
+                puts_(&o, h->reason);
+        PUT_LITERAL(&o, "\r\n");
         for (size_t i = 0; i < h->n_headers; i++) {
                 const char *name = h->headers[i].name;
+                size_t len;
 
-                if (hop_by_hop(name) || listed(&o, name))
+                if (classes[i] == C_CONNECTION || classes[i] == C_HOP || classes[i] == C_FRAMING)
                         continue;
-                if (strcasecmp(name, "X-Request-Id") == 0)
+                len = strlen(name);
+                if (opts.n > 0 && listed(&opts, name, len))
+                        continue;
+                if (classes[i] == C_XRI)
                         has_id = true;
-                field(out, name, h->headers[i].value);
+                field(&o, name, len, h->headers[i].value);
         }
         if (!has_id && r->request_id)
-                field(out, "X-Request-Id", r->request_id);
+                field(&o, "X-Request-Id", 12, r->request_id);
         if (r->upgrade) {
-                const char *up = orch_http_head_header(h, "Upgrade");
-                if (up && *up)
-                        field(out, "Upgrade", up);
-                put(out, "Connection: upgrade\r\n", 21);
+                if (upgrade && *upgrade)
+                        field(&o, "Upgrade", 7, upgrade);
+                PUT_LITERAL(&o, "Connection: upgrade\r\n");
         } else if (r->close) {
-                put(out, "Connection: close\r\n", 19);
+                PUT_LITERAL(&o, "Connection: close\r\n");
         } else if (r->http10_keep_alive) {
-                put(out, "Connection: keep-alive\r\n", 24);
+                PUT_LITERAL(&o, "Connection: keep-alive\r\n");
         }
-        framing(out, r->body_length);
-        put(out, "\r\n", 2);
-        return out->oom ? -ENOMEM : 0;
+        framing(&o, r->body_length);
+        PUT_LITERAL(&o, "\r\n");
+        classes_done(classes, stack);
+        return finish(out, &o);
 }
 
 int64_t gw_response_framing(const struct orch_http_head *h, bool head_request, bool client_http11,

@@ -47,13 +47,17 @@ void gw_stats_unref(struct gw_stats *s)
         free(s);
 }
 
+/* gw_latency_bounds in microseconds, for the request path */
+static const uint64_t bounds_usec[GW_LATENCY_BUCKETS] = {500,     1000,    2500,    5000,    10000,
+                                                         25000,   50000,   100000,  250000,  500000,
+                                                         1000000, 2500000, 5000000, 10000000};
+
 void gw_stats_request(struct gw_counters *c, int status, uint64_t usec)
 {
         size_t b = 0;
-        double sec = (double)usec / 1e6;
 
         gw_count(&c->requests[status >= 100 && status < 600 ? status / 100 : GW_CLASS_NONE], 1);
-        while (b < GW_LATENCY_BUCKETS && sec > gw_latency_bounds[b])
+        while (b < GW_LATENCY_BUCKETS && usec > bounds_usec[b])
                 b++;
         gw_count(&c->latency[b], 1);
         gw_count(&c->latency_sum_usec, usec);

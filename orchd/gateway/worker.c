@@ -52,6 +52,8 @@
 #define UPSTREAM_MAX_HEADERS      256U
 #define MAX_ATTEMPTS              3U
 #define MAX_ERROR_BODY            512U
+/* Ended exchanges kept for the next requests (with their head buffers): no allocation per request. */
+#define SPARE_EXCHANGES 256U
 
 enum client_timer {
         CT_NONE,
@@ -107,6 +109,8 @@ struct upstream {
         uv_connect_t connect;
         uv_timer_t timer;
         uv_shutdown_t *shutdown;
+        uint64_t deadline;     /* loop time; 0: no timeout */
+        uint64_t timer_due;    /* when the uv timer fires; 0: not started */
         struct orch_list link; /* on host->idle */
         struct orch_http_parser *parser;
         struct orch_buf in; /* response bytes not passed on yet (the client is congested) */
@@ -152,6 +156,7 @@ struct exchange {
         bool tunnel;
         bool continue_sent;
         bool head_pending; /* the answer's head waits in the worker's scratch buffer for the body */
+        struct exchange *next_spare;
         char id[GW_REQUEST_ID_MAX + 1];
 };
 
@@ -162,8 +167,10 @@ struct client {
         uv_timer_t timer;
         uv_shutdown_t *shutdown;
         enum client_timer timer_kind;
-        struct orch_http_parser *parser;
-        struct orch_buf in; /* read, not parsed yet */
+        uint64_t deadline;               /* loop time when timer_kind expires */
+        uint64_t timer_due;              /* loop time the uv timer fires at; 0: not started */
+        struct orch_http_parser *parser; /* NULL while the connection is idle */
+        struct orch_buf in;              /* read, not parsed yet */
         struct exchange *x;
         size_t lingered;
         unsigned open_handles;
@@ -202,6 +209,8 @@ struct gw_worker {
         struct orch_list clients;
         size_t n_clients, n_upstreams, max_clients;
         uint64_t rng;
+        struct exchange *spare;
+        unsigned n_spare;
         struct orch_buf scratch; /* response heads: built here, written at once */
         struct orch_buf log;
         time_t log_sec;
@@ -220,6 +229,9 @@ static void client_finish(struct client *c);
 static void client_parse_pending(struct client *c);
 static void client_set_reading(struct client *c);
 static void upstream_close(struct upstream *up);
+static int up_write(struct upstream *up, const uv_buf_t *bufs, unsigned n);
+static void up_arm(struct upstream *up, uint64_t ms);
+static void up_disarm(struct upstream *up);
 static void upstream_failed(struct upstream *up, enum up_failure kind, const char *why);
 static void upstream_set_reading(struct upstream *up);
 static void upstream_resume(struct upstream *up);
@@ -543,20 +555,49 @@ static void adopt_table(struct gw_worker *w, struct gw_table *t)
 
 static void on_client_timer(uv_timer_t *t);
 
+/*
+ * Timers are lazy: arming one sets a deadline, and the libuv timer is started only when it would fire
+ * too late for it; when it fires early it starts again for what is left. A request moves a connection
+ * through several deadlines (head, upstream answer, keep-alive) without a timer heap operation, and an
+ * idle connection wakes once per timeout at most.
+ */
 static void client_arm(struct client *c, enum client_timer kind, uint64_t ms)
 {
+        uint64_t due = uv_now(&c->w->loop) + ms;
+
         if (c->closing)
                 return;
         c->timer_kind = kind;
-        uv_timer_start(&c->timer, on_client_timer, ms, 0);
+        c->deadline = due;
+        if (c->timer_due == 0 || c->timer_due > due) {
+                uv_timer_start(&c->timer, on_client_timer, ms, 0);
+                c->timer_due = due;
+        }
 }
 
 static void client_disarm(struct client *c)
 {
-        if (c->timer_kind == CT_NONE)
-                return;
         c->timer_kind = CT_NONE;
-        uv_timer_stop(&c->timer);
+}
+
+/* A byte of a request was read and its answer has not started. */
+static bool client_in_message(const struct client *c)
+{
+        return c->parser && orch_http_parser_in_message(c->parser);
+}
+
+/* The parser exists only while a connection has a request to read: an idle kept-alive connection holds
+ * its two structs and nothing else. */
+static int client_parser(struct client *c)
+{
+        const struct orch_http_limits limits = {
+                .max_header_bytes = c->w->sh->lim.max_header_bytes,
+                .max_headers = c->w->sh->lim.max_headers,
+        };
+
+        if (c->parser)
+                return 0;
+        return orch_http_parser_new(ORCH_HTTP_REQUEST, &limits, &c->parser);
 }
 
 /* ---- client: writing and closing ---- */
@@ -730,7 +771,7 @@ _printf_(7, 8) static void client_local(struct client *c, const struct gw_route 
                                         ...)
 {
         struct gw_worker *w = c->w;
-        const struct orch_http_head *h = orch_http_parser_head(c->parser);
+        const struct orch_http_head *h = c->parser ? orch_http_parser_head(c->parser) : NULL;
         struct gw_counters *k = counters(w, w->cur, r);
         char id[GW_REQUEST_ID_MAX + 1], msg[MAX_ERROR_BODY];
         va_list ap;
@@ -751,6 +792,37 @@ _printf_(7, 8) static void client_local(struct client *c, const struct gw_route 
 }
 
 /* ---- exchanges ---- */
+
+static struct exchange *exchange_new(struct gw_worker *w)
+{
+        struct exchange *x = w->spare;
+        struct orch_buf head;
+
+        if (!x)
+                return calloc(1, sizeof *x);
+        w->spare = x->next_spare;
+        w->n_spare--;
+        head = x->head;
+        memset(x, 0, sizeof *x);
+        x->head = head;
+        orch_buf_reset(&x->head);
+        return x;
+}
+
+static void exchange_recycle(struct gw_worker *w, struct exchange *x)
+{
+        free(x->path_owned);
+        x->path_owned = NULL;
+        if (w->n_spare >= SPARE_EXCHANGES || x->head.cap > 16U * 1024U)
+                orch_buf_release(&x->head);
+        if (w->n_spare >= SPARE_EXCHANGES) {
+                free(x);
+                return;
+        }
+        x->next_spare = w->spare;
+        w->spare = x;
+        w->n_spare++;
+}
 
 /* Ends the exchange: counts it, logs it, releases the upstream (closing it unless it went back to the pool
  * already), the endpoint and the view. The client goes on (or not) as the caller decides. */
@@ -777,9 +849,7 @@ static void exchange_end(struct exchange *x)
                 host_unref(x->host);
         }
         view_release(w, x->v);
-        orch_buf_release(&x->head);
-        free(x->path_owned);
-        free(x);
+        exchange_recycle(w, x);
         c->x = NULL;
 }
 
@@ -792,7 +862,10 @@ static void client_next(struct client *c, bool close)
                 client_finish(c);
                 return;
         }
-        orch_http_parser_next(c->parser);
+        if (c->in.len > 0)
+                orch_http_parser_next(c->parser);
+        else
+                c->parser = orch_http_parser_free(c->parser);
         client_arm(c, CT_IDLE, c->w->sh->lim.idle_timeout_ms);
         client_parse_pending(c);
         if (!c->closing)
@@ -835,13 +908,10 @@ static struct upstream *pool_take(struct gw_host *h)
         up = orch_list_entry(h->idle.next, struct upstream, link);
         orch_list_remove(&up->link);
         h->n_idle--;
-        uv_timer_stop(&up->timer);
+        up_disarm(up);
         up->state = UP_BUSY;
         return up;
 }
-
-static int up_write(struct upstream *up, const uv_buf_t *bufs, unsigned n);
-static void up_arm(struct upstream *up, uint64_t ms);
 
 static void exchange_send_head(struct exchange *x)
 {
@@ -868,10 +938,21 @@ static void exchange_send_head(struct exchange *x)
 
 static void on_up_timer(uv_timer_t *t);
 
-/* The upstream's one timer: connect, then the answer's silence, then the pool's idle time. */
+/* The upstream's one (lazy) timer: connect, then the answer's silence, then the pool's idle time. */
 static void up_arm(struct upstream *up, uint64_t ms)
 {
-        uv_timer_start(&up->timer, on_up_timer, ms, 0);
+        uint64_t due = uv_now(&up->w->loop) + ms;
+
+        up->deadline = due;
+        if (up->timer_due == 0 || up->timer_due > due) {
+                uv_timer_start(&up->timer, on_up_timer, ms, 0);
+                up->timer_due = due;
+        }
+}
+
+static void up_disarm(struct upstream *up)
+{
+        up->deadline = 0;
 }
 
 static void on_up_connect(uv_connect_t *req, int status);
@@ -1137,7 +1218,7 @@ static void exchange_tunnel(struct exchange *x, struct upstream *up)
         client_send(x, NULL, 0);
         x->tunnel = true;
         c->tunnel = true;
-        uv_timer_stop(&up->timer);
+        up_disarm(up);
         client_arm(c, CT_TUNNEL, c->w->sh->lim.tunnel_idle_ms);
         /* what the client sent after its request is already for the new protocol */
         if (c->in.len > 0) {
@@ -1287,7 +1368,17 @@ static void on_up_connect(uv_connect_t *req, int status)
 static void on_up_timer(uv_timer_t *t)
 {
         struct upstream *up = t->data;
+        uint64_t now = uv_now(&up->w->loop);
 
+        up->timer_due = 0;
+        if (up->deadline == 0 || up->closing)
+                return;
+        if (now < up->deadline) {
+                up->timer_due = up->deadline;
+                uv_timer_start(&up->timer, on_up_timer, up->deadline - now, 0);
+                return;
+        }
+        up->deadline = 0;
         switch (up->state) {
         case UP_CONNECTING:
                 upstream_failed(up, F_CONNECT_TIMEOUT, "connect timeout");
@@ -1564,7 +1655,7 @@ static void client_on_head(struct client *c)
         }
         orch_http_parser_set_body_limit(c->parser, r->max_body);
 
-        x = calloc(1, sizeof *x);
+        x = exchange_new(w);
         if (!x) {
                 client_local(c, r, 503, true, NULL, NULL, "out of memory");
                 return;
@@ -1599,9 +1690,7 @@ static void client_on_head(struct client *c)
                 k = gw_rewrite_request(&x->head, &out);
         }
         if (k < 0) {
-                orch_buf_release(&x->head);
-                free(x->path_owned);
-                free(x);
+                exchange_recycle(w, x);
                 if (k == -E2BIG)
                         client_local(c, r, 400, true, NULL, NULL, "Connection names too many fields");
                 else
@@ -1639,6 +1728,10 @@ static size_t client_parse(struct client *c, const char *data, size_t len)
 {
         size_t off = 0;
 
+        if (client_parser(c) < 0) {
+                client_close(c);
+                return 0;
+        }
         c->in_parse = true;
         for (;;) {
                 struct exchange *x = c->x;
@@ -1695,8 +1788,9 @@ static void client_parse_pending(struct client *c)
 {
         size_t used;
 
-        /* also without input: the parser may hold an event that takes no bytes (the end of a GET) */
-        if (c->in_parse || c->closing)
+        /* also without input: the parser may hold an event that takes no bytes (the end of a GET); but an
+         * idle connection has neither */
+        if (c->in_parse || c->closing || (!c->parser && c->in.len == 0))
                 return;
         used = client_parse(c, c->in.data, c->in.len);
         if (c->closing)
@@ -1761,7 +1855,7 @@ static void client_on_eof(struct client *c, ssize_t err)
                         c->reading = false;
                         return;
                 }
-                if (!x && !orch_http_parser_in_message(c->parser) && c->writes > 0) {
+                if (!x && !client_in_message(c) && c->writes > 0) {
                         c->reading = false;
                         uv_read_stop((uv_stream_t *)&c->tcp);
                         client_finish(c);
@@ -1824,12 +1918,21 @@ static void on_client_timer(uv_timer_t *t)
 {
         struct client *c = t->data;
         enum client_timer kind = c->timer_kind;
+        uint64_t now = uv_now(&c->w->loop);
 
+        c->timer_due = 0;
+        if (kind == CT_NONE)
+                return;
+        if (now < c->deadline) {
+                c->timer_due = c->deadline;
+                uv_timer_start(&c->timer, on_client_timer, c->deadline - now, 0);
+                return;
+        }
         c->timer_kind = CT_NONE;
         switch (kind) {
         case CT_HEAD:
                 /* nothing at all since the connect or the last answer: just close */
-                if (!orch_http_parser_in_message(c->parser)) {
+                if (!client_in_message(c)) {
                         client_close(c);
                         return;
                 }
@@ -1874,10 +1977,6 @@ static void client_reject(struct client *c)
 static void on_connection(uv_stream_t *listener, int status)
 {
         struct gw_worker *w = container_of((uv_tcp_t *)listener, struct gw_worker, listener);
-        const struct orch_http_limits limits = {
-                .max_header_bytes = w->sh->lim.max_header_bytes,
-                .max_headers = w->sh->lim.max_headers,
-        };
         struct sockaddr_storage sa;
         int salen = sizeof sa;
         struct client *c;
@@ -1921,10 +2020,6 @@ static void on_connection(uv_stream_t *listener, int status)
                 }
         } else {
                 orch_strlcpy(c->ip, "unknown", sizeof c->ip);
-        }
-        if (orch_http_parser_new(ORCH_HTTP_REQUEST, &limits, &c->parser) < 0) {
-                client_close(c);
-                return;
         }
         uv_tcp_nodelay(&c->tcp, 1);
         /* a connection that never sends a byte is a slowloris too */
@@ -1971,7 +2066,7 @@ static void worker_begin_stop(struct gw_worker *w)
 
                 if (c->x)
                         c->x->close_client = true;
-                else if (orch_http_parser_in_message(c->parser) || c->writes > 0)
+                else if (client_in_message(c) || c->writes > 0)
                         client_finish(c);
                 else
                         client_close(c);
@@ -2113,6 +2208,12 @@ void gw_worker_free(struct gw_worker *w)
         w->cur = NULL;
         gw_table_unref(atomic_exchange(&w->next_table, NULL));
         orch_hmap_release(&w->hosts);
+        while (w->spare) {
+                struct exchange *x = w->spare;
+                w->spare = x->next_spare;
+                orch_buf_release(&x->head);
+                free(x);
+        }
         uv_loop_close(&w->loop);
         orch_buf_release(&w->scratch);
         log_flush(w);
