@@ -235,3 +235,7 @@ tests_unit_test_dns_LDADD = $(CORE_LIBS) $(GATEWAY_LIBS) $(CORE_LIBS) $(UNIT_LDA
 TESTS += tests/integration/chaos-crash-apply.sh tests/integration/chaos-rollout.sh tests/integration/chaos-drain.sh
 EXTRA_DIST += tests/integration/chaos-crash-apply.sh tests/integration/chaos-rollout.sh \
 	tests/integration/chaos-drain.sh
+
+## The gateway end to end: orchd with its gateway, two agents, routed orch-testprog services.
+TESTS += tests/integration/gateway.sh
+EXTRA_DIST += tests/integration/gateway.sh
