@@ -14,3 +14,6 @@ dist_doc_DATA += docs/architecture.md docs/control-plane.md docs/protocol.md doc
 ## The orch CLI (cli/): its reference and man page.
 dist_man_MANS += docs/man/orch.1
 dist_doc_DATA += docs/cli.md
+
+## The API gateway (orchd/gateway) and the service registry it follows.
+dist_doc_DATA += docs/gateway.md docs/registry.md

@@ -1,7 +1,6 @@
 /* SPDX-License-Identifier: MIT */
 #include "config.h"
 
-#include <arpa/inet.h>
 #include <inttypes.h>
 #include <limits.h>
 #include <netinet/in.h>
@@ -13,6 +12,7 @@
 #include "hashmap.h"
 #include "http.h"
 #include "log.h"
+#include "net.h"
 #include "ratelimit.h"
 #include "registry.h"
 #include "stats.h"
@@ -279,54 +279,6 @@ void orch_gateway_sync(struct orch_gateway *gw)
 
 /* ---- listening ---- */
 
-/* "host:port" with a literal IPv4 address or a bracketed IPv6 one. */
-static int parse_listen(const char *s, struct sockaddr_storage *ret, socklen_t *ret_len)
-{
-        char host[INET6_ADDRSTRLEN + 1];
-        const char *colon, *h = s;
-        size_t hlen;
-        uint32_t port;
-
-        if (!s)
-                return -EINVAL;
-        if (*s == '[') {
-                const char *end = strchr(s, ']');
-                if (!end || end[1] != ':')
-                        return -EINVAL;
-                h = s + 1;
-                hlen = (size_t)(end - h);
-                colon = end + 1;
-        } else {
-                colon = strrchr(s, ':');
-                if (!colon)
-                        return -EINVAL;
-                hlen = (size_t)(colon - s);
-        }
-        if (hlen == 0 || hlen >= sizeof host || orch_parse_u32(colon + 1, &port) < 0 || port > 65535)
-                return -EINVAL;
-        memcpy(host, h, hlen);
-        host[hlen] = '\0';
-        memset(ret, 0, sizeof *ret);
-        if (*s == '[') {
-                struct sockaddr_in6 *a = (struct sockaddr_in6 *)ret;
-                if (inet_pton(AF_INET6, host, &a->sin6_addr) != 1)
-                        return -EINVAL;
-                a->sin6_family = AF_INET6;
-                a->sin6_port = htons((uint16_t)port);
-                *ret_len = sizeof *a;
-                return 0;
-        }
-        {
-                struct sockaddr_in *a = (struct sockaddr_in *)ret;
-                if (inet_pton(AF_INET, host, &a->sin_addr) != 1)
-                        return -EINVAL;
-                a->sin_family = AF_INET;
-                a->sin_port = htons((uint16_t)port);
-                *ret_len = sizeof *a;
-        }
-        return 0;
-}
-
 /* A listening socket per worker, all on the same address: the kernel spreads connections over them. */
 static int open_listener(struct sockaddr_storage *sa, socklen_t len, int *ret_fd)
 {
@@ -444,7 +396,7 @@ int orch_gateway_start(uv_loop_t *loop, const struct orch_gateway_config *cfg, s
         unsigned n;
         int r;
 
-        if (parse_listen(cfg->listen, &sa, &salen) < 0) {
+        if (orch_parse_listen(cfg->listen, &sa, &salen) < 0) {
                 log_error("gateway: invalid listen address '%s' (expected IP:PORT or [IPv6]:PORT)",
                           strempty(cfg->listen));
                 return -EINVAL;
