@@ -14,7 +14,9 @@
 #include "banned.h"
 
 #define RECONNECT_MIN_MS 100
-#define RECONNECT_MAX_MS 2000
+/* 1 s at most: a healed partition is noticed within a second, so a replaced copy never outlives it
+ * by more (the self-healing issue allows one heartbeat). */
+#define RECONNECT_MAX_MS 1000
 #define USAGE_PERIOD_MS  10000
 #define TAIL_MAX_BYTES   (4u * 1024 * 1024)
 /* Log followers pause while this much is queued for orchd, and resume once it drained. */

@@ -26,11 +26,12 @@ cgroup_parent=orch-test-cli-$$
 failures=0
 
 cleanup() {
-	[ -n "$agent_pid" ] && kill "$agent_pid" 2>/dev/null && wait "$agent_pid" 2>/dev/null
-	[ -n "$orchd_pid" ] && kill "$orchd_pid" 2>/dev/null && wait "$orchd_pid" 2>/dev/null
+	# set -e applies in the trap too: how the daemons exit must not decide the test's status
+	if [ -n "$agent_pid" ] && kill "$agent_pid" 2>/dev/null; then wait "$agent_pid" 2>/dev/null || true; fi
+	if [ -n "$orchd_pid" ] && kill "$orchd_pid" 2>/dev/null; then wait "$orchd_pid" 2>/dev/null || true; fi
 	# the agent removes its cgroups when it stops its instances; anything left goes here
 	for d in /sys/fs/cgroup/"$cgroup_parent" /sys/fs/cgroup/*/"$cgroup_parent"; do
-		[ -d "$d" ] && find "$d" -depth -type d -exec rmdir {} + 2>/dev/null
+		if [ -d "$d" ]; then find "$d" -depth -type d -exec rmdir {} + 2>/dev/null || true; fi
 	done
 	rm -rf "$tmp"
 }
