@@ -4,6 +4,7 @@
 #include <inttypes.h>
 #include <limits.h>
 #include <netinet/in.h>
+#include <signal.h>
 #include <sys/resource.h>
 #include <sys/socket.h>
 
@@ -403,6 +404,14 @@ int orch_gateway_start(uv_loop_t *loop, const struct orch_gateway_config *cfg, s
         }
         if (!cfg->registry)
                 return -EINVAL;
+        /* libuv writes with write(2): a write racing a client's reset would raise SIGPIPE and kill the
+         * daemon. A disposition someone already chose is left alone. */
+        {
+                struct sigaction old;
+
+                if (sigaction(SIGPIPE, NULL, &old) == 0 && old.sa_handler == SIG_DFL)
+                        signal(SIGPIPE, SIG_IGN);
+        }
         n = cfg->workers ? cfg->workers : (unsigned)uv_available_parallelism();
         n = MAX(n, 1U);
         gw = calloc(1, sizeof *gw);
