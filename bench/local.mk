@@ -40,3 +40,7 @@ bench_gateway_harness_SOURCES = bench/gateway-harness.c
 bench_gateway_harness_CPPFLAGS = $(ORCH_CPPFLAGS) -I$(top_srcdir)/orchd
 bench_gateway_harness_LDADD = $(GATEWAY_LIBS) $(CORE_LIBS) $(ORCH_LIBS) $(LIBUV_LIBS) -lpthread
 EXTRA_DIST += bench/gateway.sh
+
+## Failover time after an agent's SIGKILL and a partition, default and 500ms heartbeats, beside
+## Kubernetes' and Nomad's defaults (bench/failover.sh; root; uses tests/integration/lib.sh).
+EXTRA_DIST += bench/failover.sh

@@ -117,7 +117,9 @@ it_on_exit() { IT_EXIT_HOOKS+=("$1"); }
 # test's cgroups, stray copies of the test program, the namespaces, the temporary directory.
 it_cleanup() {
 	local status=$? h k pid deadline
-	trap - EXIT INT TERM
+	# every wait below is bounded: a second ^C must not leave half of the clean-up undone
+	trap - EXIT
+	trap '' INT TERM
 	set +e
 	for h in "${IT_EXIT_HOOKS[@]}"; do eval "$h" >/dev/null 2>&1; done
 	# a partitioned agent cannot reach orchd but still stops its instances on SIGTERM
@@ -129,6 +131,8 @@ it_cleanup() {
 		kill -KILL "$pid" 2>/dev/null
 	done
 	[ -n "$IT_ORCHD_PID" ] && kill -KILL "$IT_ORCHD_PID" 2>/dev/null
+	# and every other background job of the script (pollers, a forgotten agent)
+	for pid in $(jobs -p); do kill -KILL "$pid" 2>/dev/null; done
 	wait 2>/dev/null
 	it_kill_cgroups
 	if [ -n "${IT_TESTPROG:-}" ]; then
@@ -436,22 +440,24 @@ it_wait_nodes() {
 # --- the truth on the nodes -----------------------------------------------------------------------
 # orchd's view can be wrong; these look at the cgroups and processes themselves.
 
-# The directory of node K's cgroup parent in one hierarchy that every instance has.
-it_cgroup_base() {
-	local k=$1 d
-	for d in /sys/fs/cgroup/pids /sys/fs/cgroup/unified /sys/fs/cgroup; do
-		if [ -d "$d/orch-it-$IT_ID-$k" ]; then
-			echo "$d/orch-it-$IT_ID-$k"
-			return 0
-		fi
+# it_cgroup_hier: the hierarchy in which instances are counted, one that every instance has a
+# directory in: the v1 pids controller, else the cgroup2 tree (hybrid or pure v2).
+it_cgroup_hier() {
+	local d
+	for d in /sys/fs/cgroup/pids /sys/fs/cgroup/unified; do
+		[ -d "$d" ] && { echo "$d"; return 0; }
 	done
-	return 1
+	echo /sys/fs/cgroup
 }
+
+# The directory of node K's cgroup parent in that hierarchy (it need not exist yet).
+it_cgroup_base() { echo "$(it_cgroup_hier)/orch-it-$IT_ID-$1"; }
 
 # node_procs K: one line "INSTANCE PID..." per instance cgroup of node K holding a process.
 node_procs() {
 	local base c procs
-	base=$(it_cgroup_base "$1") || return 0
+	base=$(it_cgroup_base "$1")
+	[ -d "$base" ] || return 0
 	for c in "$base"/*/*/; do
 		[ -f "$c/cgroup.procs" ] || continue
 		procs=$(tr '\n' ' ' <"$c/cgroup.procs")
@@ -468,7 +474,8 @@ node_count() {
 # node_cgroups K: how many instance cgroup directories node K has (with a process or not).
 node_cgroups() {
 	local base
-	base=$(it_cgroup_base "$1") || { echo 0; return 0; }
+	base=$(it_cgroup_base "$1")
+	[ -d "$base" ] || { echo 0; return 0; }
 	find "$base" -mindepth 2 -maxdepth 2 -type d | wc -l
 }
 
