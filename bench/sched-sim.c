@@ -10,7 +10,7 @@
  * what it holds in its hello, as an agent does, so orchd's fencing runs as in production.
  *
  *   sched-sim --server HOST:PORT --token-file FILE [--nodes N] [--cpu CORES] [--memory SIZE]
- *             [--zones Z] [--prefix NAME] [--in-flight K] [--expect M] [--quiet]
+ *             [--zones Z] [--prefix NAME] [--in-flight K] [--expect M] [--decode-all] [--quiet]
  *
  * Nodes are PREFIX-00001 ... with the label zone=z1 ... zZ (round robin), the given capacity and
  * the exec driver. Connections are opened at most K at a time (a node counts until its welcome),
@@ -50,6 +50,9 @@
 #define DEFAULT_TTL_MS       3000
 #define RECONNECT_MIN_MS     100
 #define RECONNECT_MAX_MS     2000
+/* A timer that fires this much late means the loop was blocked (see beat_cb). */
+#define STALL_USEC     (1000 * USEC_PER_MSEC)
+#define LATE_RETRY_MS 100
 /* Past this many bytes queued towards orchd a node gives up its connection: orchd does not read. */
 #define WRITE_HIGH_WATER (256u * 1024 * 1024)
 /* Made-up ports come from this range, as from an agent's --port-range. */
@@ -108,6 +111,7 @@ struct node {
         bool writing;
         uint64_t heartbeat_ms, ttl_ms;
         uint64_t last_heard_usec;
+        uint64_t beat_due_usec; /* when the heartbeat timer should fire */
         uint64_t beat_seq, event_seq;
         uint64_t backoff_ms;
         struct orch_hmap instances; /* struct sim_inst by id */
@@ -117,7 +121,7 @@ struct node {
 };
 
 struct counters {
-        uint64_t specs, starts_ok, starts_failed, starts_repeated, stops, events, heartbeats;
+        uint64_t specs, specs_decoded, starts_ok, starts_failed, starts_repeated, stops, events, heartbeats;
         uint64_t logs_refused, frames_in, bytes_in, bytes_out, drops, connect_failures, welcomes;
 };
 
@@ -130,6 +134,7 @@ struct sim {
         uint64_t memory, expect;
         const char *prefix;
         bool quiet;
+        bool decode_all; /* every spec frame through orch_proto_decode(), repeats included */
 
         struct node *nodes;
         uint32_t next_connect; /* the next node of the first wave */
@@ -389,6 +394,80 @@ static void wave_done(struct node *nd)
 
 /* --- commands ------------------------------------------------------------------------------- */
 
+/* Reads the literal `lit` at *p (within end) and moves past it. */
+static bool skip_literal(const char **p, const char *end, const char *lit)
+{
+        size_t n = strlen(lit);
+
+        if ((size_t)(end - *p) < n || memcmp(*p, lit, n) != 0)
+                return false;
+        *p += n;
+        return true;
+}
+
+/* A run of [a-z0-9-] (a service name) or of hex digits (a revision) up to the closing quote. */
+static bool scan_token(const char **p, const char *end, char *out, size_t size, bool hex)
+{
+        size_t n = 0;
+
+        while (*p < end && **p != '"') {
+                char ch = **p;
+                bool ok = (ch >= '0' && ch <= '9') || (ch >= 'a' && ch <= 'f') ||
+                          (!hex && ((ch >= 'g' && ch <= 'z') || ch == '-'));
+                if (!ok || n + 1 >= size)
+                        return false;
+                out[n++] = ch;
+                (*p)++;
+        }
+        out[n] = '\0';
+        return n > 0 && skip_literal(p, end, "\"");
+}
+
+/*
+ * Specs are most of what orchd sends: a node needs the spec of every service it runs an instance
+ * of, with spread placements nearly all of them. A revision's spec never changes (the revision is
+ * its hash), and decoding one means validating the whole service (orch_service_from_json), the
+ * simulator's largest cost on the machine where orchd is measured. So a spec frame for a revision
+ * this process already decoded in full is acked from its head, when the head is exactly what
+ * orchd's encoder writes ("type" first, then id, service, revision, spec); anything else, and
+ * every frame with --decode-all, goes through orch_proto_decode().
+ */
+static bool known_spec_frame(struct sim *s, const char *frame, size_t len, uint64_t *ret_id,
+                             struct spec_info **ret)
+{
+        const char *p = frame, *end = frame + len;
+        char service[ORCH_NAME_MAX + 1], revision[ORCH_REVISION_LEN + 1];
+        uint64_t id = 0;
+        size_t digits = 0;
+        struct spec_info *si;
+
+        if (s->decode_all || !skip_literal(&p, end, "{\"type\":\"spec\",\"id\":"))
+                return false;
+        for (; p < end && *p >= '0' && *p <= '9' && digits < 18; p++, digits++)
+                id = id * 10 + (uint64_t)(*p - '0');
+        if (digits == 0 || id == 0 || !skip_literal(&p, end, ",\"service\":\"") ||
+            !scan_token(&p, end, service, sizeof service, false) ||
+            !skip_literal(&p, end, ",\"revision\":\"") ||
+            !scan_token(&p, end, revision, sizeof revision, true) || !skip_literal(&p, end, ",\"spec\":{"))
+                return false;
+        si = spec_lookup(s, service, revision);
+        if (!si)
+                return false;
+        *ret_id = id;
+        *ret = si;
+        return true;
+}
+
+static void handle_known_spec(struct node *nd, uint64_t id, struct spec_info *si)
+{
+        if (node_add_spec(nd, si) < 0) {
+                send_ack(nd, id, false, "out of memory", NULL, 0);
+                return;
+        }
+        nd->sim->n.specs++;
+        send_ack(nd, id, true, NULL, NULL, 0);
+}
+
 static void handle_spec(struct node *nd, const struct orch_proto_spec *sp)
 {
         struct spec_info *si;
@@ -401,6 +480,7 @@ static void handle_spec(struct node *nd, const struct orch_proto_spec *sp)
                 return;
         }
         nd->sim->n.specs++;
+        nd->sim->n.specs_decoded++;
         send_ack(nd, sp->id, true, NULL, NULL, 0);
 }
 
@@ -555,6 +635,15 @@ static void handle_frame(struct node *nd, const char *frame, size_t len)
         struct orch_proto_error err;
 
         nd->sim->n.frames_in++;
+        if (nd->state == NODE_READY) {
+                struct spec_info *si;
+                uint64_t id;
+                if (known_spec_frame(nd->sim, frame, len, &id, &si)) {
+                        nd->last_heard_usec = orch_now_usec();
+                        handle_known_spec(nd, id, si);
+                        return;
+                }
+        }
         if (orch_proto_decode(frame, len, &m, &err) < 0) {
                 struct orch_proto_msg e = {.type = ORCH_PROTO_ERROR, .error = {.error = err.message}};
                 log_error("%s: bad frame from orchd: %s", nd->name, err.message);
@@ -776,8 +865,10 @@ static void connect_cb(uv_connect_t *req, int status)
         send_hello(nd);
         /* the welcome must come within the TTL, as for an agent */
         nd->ttl_ms = MAX(nd->ttl_ms, (uint64_t)DEFAULT_TTL_MS);
-        if (nd->state == NODE_HELLO)
+        if (nd->state == NODE_HELLO) {
+                nd->beat_due_usec = orch_now_usec() + nd->ttl_ms * USEC_PER_MSEC;
                 uv_timer_start(&nd->timer, beat_cb, nd->ttl_ms, 0);
+        }
 }
 
 static void node_connect(struct node *nd)
@@ -821,12 +912,18 @@ static void beat_cb(uv_timer_t *t)
         uint64_t now = orch_now_usec();
 
         if (nd->state == NODE_HELLO) {
-                node_drop(nd, "no welcome within the TTL");
+                if (now < nd->beat_due_usec + STALL_USEC) {
+                        node_drop(nd, "no welcome within the TTL");
+                        return;
+                }
+                uv_timer_start(&nd->timer, beat_cb, LATE_RETRY_MS, 0);
                 return;
         }
         if (nd->state != NODE_READY)
                 return;
-        if (now > nd->last_heard_usec + nd->ttl_ms * USEC_PER_MSEC) {
+        /* A timer this late means this process was blocked: what orchd sent meanwhile is still
+         * unread (timers run before reads), so silence is judged at the next beat. */
+        if (now > nd->last_heard_usec + nd->ttl_ms * USEC_PER_MSEC && now < nd->beat_due_usec + STALL_USEC) {
                 node_drop(nd, "no word from orchd within the TTL");
                 return;
         }
@@ -838,6 +935,7 @@ static void beat_cb(uv_timer_t *t)
         }
         nd->sim->n.heartbeats++;
         node_flush(nd);
+        nd->beat_due_usec = now + nd->heartbeat_ms * USEC_PER_MSEC;
         uv_timer_start(&nd->timer, beat_cb, nd->heartbeat_ms, 0);
 }
 
@@ -873,15 +971,15 @@ static void print_summary(struct sim *s)
         getrusage(RUSAGE_SELF, &ru);
         for (uint32_t i = 0; i < s->n_nodes; i++)
                 held += s->nodes[i].instances.n;
-        printf("summary nodes=%" PRIu32 " ready=%" PRIu32 " held=%zu specs=%" PRIu64 " starts=%" PRIu64
-               " starts_failed=%" PRIu64 " starts_repeated=%" PRIu64 " events=%" PRIu64 " stops=%" PRIu64
-               " heartbeats=%" PRIu64 " welcomes=%" PRIu64 " drops=%" PRIu64 " connect_failures=%" PRIu64
-               " frames_in=%" PRIu64 " bytes_in=%" PRIu64 " bytes_out=%" PRIu64
-               " cpu_user=%.2f cpu_sys=%.2f maxrss_kib=%ld\n",
-               s->n_nodes, s->ready, held, s->n.specs, s->n.starts_ok, s->n.starts_failed,
-               s->n.starts_repeated, s->n.events, s->n.stops, s->n.heartbeats, s->n.welcomes, s->n.drops,
-               s->n.connect_failures, s->n.frames_in, s->n.bytes_in, s->n.bytes_out,
-               cpu_seconds(&ru.ru_utime), cpu_seconds(&ru.ru_stime), ru.ru_maxrss);
+        printf("summary nodes=%" PRIu32 " ready=%" PRIu32 " held=%zu specs=%" PRIu64
+               " specs_decoded=%" PRIu64 " starts=%" PRIu64 " starts_failed=%" PRIu64
+               " starts_repeated=%" PRIu64 " events=%" PRIu64 " stops=%" PRIu64 " heartbeats=%" PRIu64
+               " welcomes=%" PRIu64 " drops=%" PRIu64 " connect_failures=%" PRIu64 " frames_in=%" PRIu64
+               " bytes_in=%" PRIu64 " bytes_out=%" PRIu64 " cpu_user=%.2f cpu_sys=%.2f maxrss_kib=%ld\n",
+               s->n_nodes, s->ready, held, s->n.specs, s->n.specs_decoded, s->n.starts_ok,
+               s->n.starts_failed, s->n.starts_repeated, s->n.events, s->n.stops, s->n.heartbeats,
+               s->n.welcomes, s->n.drops, s->n.connect_failures, s->n.frames_in, s->n.bytes_in,
+               s->n.bytes_out, cpu_seconds(&ru.ru_utime), cpu_seconds(&ru.ru_stime), ru.ru_maxrss);
         fflush(stdout);
 }
 
@@ -993,6 +1091,7 @@ static _noreturn_ void usage(int status)
                 "  --prefix NAME     node names NAME-00001... [sim]\n"
                 "  --in-flight K     nodes connecting at once until welcomed [%u]\n"
                 "  --expect M        print 'acked' once M starts are acked\n"
+                "  --decode-all      decode every spec in full, not only a revision's first\n"
                 "  --quiet           no progress lines on stderr\n",
                 DEFAULT_NODES, DEFAULT_CPU / 1000, DEFAULT_ZONES, DEFAULT_IN_FLIGHT);
         exit(status);
@@ -1053,6 +1152,9 @@ static int parse_args(struct sim *s, int argc, char **argv, const char **ret_tok
                         break;
                 case 'q':
                         s->quiet = true;
+                        break;
+                case 'd':
+                        s->decode_all = true;
                         break;
                 case 'h':
                         usage(EXIT_SUCCESS);
