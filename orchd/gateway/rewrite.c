@@ -26,34 +26,54 @@ enum field_class {
         C_AUTHORIZATION,
 };
 
+/* A field name against a known one in lower case: for token characters, c | 0x20 folds exactly the
+ * letters (no other token character lands on a letter or '-'). */
+static bool name_is(const char *name, const char *lower, size_t len)
+{
+        for (size_t i = 0; i < len; i++)
+                if ((char)(name[i] | 0x20) != lower[i])
+                        return false;
+        return true;
+}
+
 static enum field_class classify(const char *name, size_t len)
 {
         static const struct {
-                const char *name;
+                const char *lower;
+                size_t len;
                 enum field_class c;
         } known[] = {
-                {"TE", C_HOP},
-                {"Host", C_HOST},
-                {"Expect", C_EXPECT},
-                {"Trailer", C_HOP},
-                {"Upgrade", C_HOP},
-                {"X-API-Key", C_API_KEY},
-                {"Connection", C_CONNECTION},
-                {"Keep-Alive", C_HOP},
-                {"X-Request-Id", C_XRI},
-                {"Authorization", C_AUTHORIZATION},
-                {"Content-Length", C_FRAMING},
-                {"X-Forwarded-For", C_XFF},
-                {"Proxy-Connection", C_HOP},
-                {"Transfer-Encoding", C_FRAMING},
-                {"X-Forwarded-Proto", C_XFP},
+#define K(s, c) {s, sizeof s - 1, c}
+                K("te", C_HOP),
+                K("host", C_HOST),
+                K("expect", C_EXPECT),
+                K("trailer", C_HOP),
+                K("upgrade", C_HOP),
+                K("x-api-key", C_API_KEY),
+                K("connection", C_CONNECTION),
+                K("keep-alive", C_HOP),
+                K("x-request-id", C_XRI),
+                K("authorization", C_AUTHORIZATION),
+                K("content-length", C_FRAMING),
+                K("x-forwarded-for", C_XFF),
+                K("proxy-connection", C_HOP),
+                K("transfer-encoding", C_FRAMING),
+                K("x-forwarded-proto", C_XFP),
+#undef K
         };
 
         for (size_t i = 0; i < ELEMENTSOF(known); i++)
-                if (strlen(known[i].name) == len && strcasecmp(known[i].name, name) == 0)
+                if (known[i].len == len && name_is(name, known[i].lower, len))
                         return known[i].c;
         return C_OTHER;
 }
+
+/* What the writers need of each field, measured once. */
+struct info {
+        uint8_t c; /* enum field_class */
+        size_t name_len;
+        size_t value_len;
+};
 
 struct options {
         struct {
@@ -64,13 +84,13 @@ struct options {
 };
 
 /* The names listed in every Connection field. */
-static int connection_options(const struct orch_http_head *h, const uint8_t *classes, struct options *o)
+static int connection_options(const struct orch_http_head *h, const struct info *fi, struct options *o)
 {
         o->n = 0;
         for (size_t i = 0; i < h->n_headers; i++) {
                 const char *v = h->headers[i].value;
 
-                if (classes[i] != C_CONNECTION)
+                if (fi[i].c != C_CONNECTION)
                         continue;
                 while (*v) {
                         size_t n;
@@ -124,6 +144,15 @@ static void field(struct out *o, const char *name, size_t name_len, const char *
         PUT_LITERAL(o, "\r\n");
 }
 
+/* A field of the head as it came, with the lengths measured already. */
+static void copy_field(struct out *o, const struct orch_http_header *h, const struct info *fi)
+{
+        put(o, h->name, fi->name_len);
+        PUT_LITERAL(o, ": ");
+        put(o, h->value, fi->value_len);
+        PUT_LITERAL(o, "\r\n");
+}
+
 static void put_u64(struct out *o, uint64_t v)
 {
         char buf[24];
@@ -147,35 +176,34 @@ static void framing(struct out *o, int64_t body_length)
         }
 }
 
-/* What the fields of a head take at most, and each one's class (classes has n_headers entries). */
-static size_t measure(const struct orch_http_head *h, uint8_t *classes)
+/* What the fields of a head take at most; each one's class and lengths go to fi (n_headers entries). */
+static size_t measure(const struct orch_http_head *h, struct info *fi)
 {
         size_t need = 0;
 
         for (size_t i = 0; i < h->n_headers; i++) {
-                size_t n = strlen(h->headers[i].name);
-
-                classes[i] = (uint8_t)classify(h->headers[i].name, n);
-                need += n + strlen(h->headers[i].value) + 4;
+                fi[i].name_len = strlen(h->headers[i].name);
+                fi[i].value_len = strlen(h->headers[i].value);
+                fi[i].c = (uint8_t)classify(h->headers[i].name, fi[i].name_len);
+                need += fi[i].name_len + fi[i].value_len + 4;
         }
         return need;
 }
 
 /* Room for the fixed lines both heads may add: status or request line, framing, Connection. */
 #define FIXED_NEED 256U
-/* Field classes live on the stack up to this many fields (the parser's default cap is 100). */
-#define STACK_FIELDS 256U
+/* Field information lives on the stack up to this many fields (the parser's default cap is 100). */
+#define STACK_FIELDS 128U
 
-/* The class of each field of h: on the stack, or allocated for heads with more fields. */
-static uint8_t *classes_for(const struct orch_http_head *h, uint8_t *stack)
+static struct info *info_for(const struct orch_http_head *h, struct info *stack)
 {
-        return h->n_headers <= STACK_FIELDS ? stack : malloc(h->n_headers);
+        return h->n_headers <= STACK_FIELDS ? stack : calloc(h->n_headers, sizeof *stack);
 }
 
-static void classes_done(uint8_t *classes, uint8_t *stack)
+static void info_done(struct info *fi, struct info *stack)
 {
-        if (classes != stack)
-                free(classes);
+        if (fi != stack)
+                free(fi);
 }
 
 bool gw_request_id_valid(const char *s)
@@ -226,26 +254,26 @@ int gw_rewrite_request(struct orch_buf *out, const struct gw_request_out *r)
         const struct orch_http_head *h = r->head;
         const char *host = h->authority ? h->authority : h->host ? h->host : r->default_host;
         const char *upgrade = r->upgrade ? orch_http_head_header(h, "Upgrade") : NULL;
-        uint8_t stack[STACK_FIELDS], *classes = classes_for(h, stack);
+        struct info stack[STACK_FIELDS], *fi = info_for(h, stack);
         struct options opts;
         struct out o;
         size_t need, xff_len = 0;
         bool xff = false;
         int k;
 
-        if (!classes)
+        if (!fi)
                 return -ENOMEM;
-        need = measure(h, classes) + FIXED_NEED + strlen(h->method) + strlen(r->path) +
+        need = measure(h, fi) + FIXED_NEED + strlen(h->method) + strlen(r->path) +
                (h->query ? strlen(h->query) + 1 : 0) + (host ? strlen(host) : 0) + strlen(r->client_addr) +
                strlen(r->request_id) + (upgrade ? strlen(upgrade) : 0);
-        k = connection_options(h, classes, &opts);
+        k = connection_options(h, fi, &opts);
         for (size_t i = 0; i < h->n_headers; i++)
-                if (classes[i] == C_XFF)
+                if (fi[i].c == C_XFF)
                         xff_len += 2;
         if (k >= 0 && orch_buf_reserve(out, need + xff_len) < 0)
                 k = -ENOMEM;
         if (k < 0) {
-                classes_done(classes, stack);
+                info_done(fi, stack);
                 return k;
         }
         o.p = out->data + out->len;
@@ -263,24 +291,18 @@ int gw_rewrite_request(struct orch_buf *out, const struct gw_request_out *r)
                 field(&o, "Host", 4, host);
         for (size_t i = 0; i < h->n_headers; i++) {
                 const char *name = h->headers[i].name;
-                size_t len;
 
-                switch (classes[i]) {
-                case C_OTHER:
-                        len = strlen(name);
-                        if (opts.n > 0 && listed(&opts, name, len))
-                                continue;
-                        field(&o, name, len, h->headers[i].value);
+                /* the key the gateway checked stays at the gateway */
+                if ((fi[i].c == C_API_KEY && r->drop_api_key) ||
+                    (fi[i].c == C_AUTHORIZATION && r->drop_authorization))
                         continue;
+                switch (fi[i].c) {
                 case C_API_KEY:
                 case C_AUTHORIZATION:
-                        if ((classes[i] == C_API_KEY && r->drop_api_key) ||
-                            (classes[i] == C_AUTHORIZATION && r->drop_authorization))
+                case C_OTHER:
+                        if (opts.n > 0 && listed(&opts, name, fi[i].name_len))
                                 continue;
-                        len = strlen(name);
-                        if (opts.n > 0 && listed(&opts, name, len))
-                                continue;
-                        field(&o, name, len, h->headers[i].value);
+                        copy_field(&o, &h->headers[i], &fi[i]);
                         continue;
                 case C_XFF:
                         /* all of them in one field, in order, then the client */
@@ -289,8 +311,8 @@ int gw_rewrite_request(struct orch_buf *out, const struct gw_request_out *r)
                         xff = true;
                         PUT_LITERAL(&o, "X-Forwarded-For: ");
                         for (size_t j = i; j < h->n_headers; j++)
-                                if (classes[j] == C_XFF && *h->headers[j].value) {
-                                        puts_(&o, h->headers[j].value);
+                                if (fi[j].c == C_XFF && fi[j].value_len > 0) {
+                                        put(&o, h->headers[j].value, fi[j].value_len);
                                         PUT_LITERAL(&o, ", ");
                                 }
                         puts_(&o, r->client_addr);
@@ -312,7 +334,7 @@ int gw_rewrite_request(struct orch_buf *out, const struct gw_request_out *r)
         }
         framing(&o, r->body_length);
         PUT_LITERAL(&o, "\r\n");
-        classes_done(classes, stack);
+        info_done(fi, stack);
         return finish(out, &o);
 }
 
@@ -320,22 +342,22 @@ int gw_rewrite_response(struct orch_buf *out, const struct gw_response_out *r)
 {
         const struct orch_http_head *h = r->head;
         const char *upgrade = r->upgrade ? orch_http_head_header(h, "Upgrade") : NULL;
-        uint8_t stack[STACK_FIELDS], *classes = classes_for(h, stack);
+        struct info stack[STACK_FIELDS], *fi = info_for(h, stack);
         struct options opts;
         struct out o;
         size_t need;
         bool has_id = false;
         int k;
 
-        if (!classes)
+        if (!fi)
                 return -ENOMEM;
-        need = measure(h, classes) + FIXED_NEED + (h->reason ? strlen(h->reason) : 0) +
+        need = measure(h, fi) + FIXED_NEED + (h->reason ? strlen(h->reason) : 0) +
                (r->request_id ? strlen(r->request_id) : 0) + (upgrade ? strlen(upgrade) : 0);
-        k = connection_options(h, classes, &opts);
+        k = connection_options(h, fi, &opts);
         if (k >= 0 && orch_buf_reserve(out, need) < 0)
                 k = -ENOMEM;
         if (k < 0) {
-                classes_done(classes, stack);
+                info_done(fi, stack);
                 return k;
         }
         o.p = out->data + out->len;
@@ -347,17 +369,13 @@ int gw_rewrite_response(struct orch_buf *out, const struct gw_response_out *r)
                 puts_(&o, h->reason);
         PUT_LITERAL(&o, "\r\n");
         for (size_t i = 0; i < h->n_headers; i++) {
-                const char *name = h->headers[i].name;
-                size_t len;
-
-                if (classes[i] == C_CONNECTION || classes[i] == C_HOP || classes[i] == C_FRAMING)
+                if (fi[i].c == C_CONNECTION || fi[i].c == C_HOP || fi[i].c == C_FRAMING)
                         continue;
-                len = strlen(name);
-                if (opts.n > 0 && listed(&opts, name, len))
+                if (opts.n > 0 && listed(&opts, h->headers[i].name, fi[i].name_len))
                         continue;
-                if (classes[i] == C_XRI)
+                if (fi[i].c == C_XRI)
                         has_id = true;
-                field(&o, name, len, h->headers[i].value);
+                copy_field(&o, &h->headers[i], &fi[i]);
         }
         if (!has_id && r->request_id)
                 field(&o, "X-Request-Id", 12, r->request_id);
@@ -372,7 +390,7 @@ int gw_rewrite_response(struct orch_buf *out, const struct gw_response_out *r)
         }
         framing(&o, r->body_length);
         PUT_LITERAL(&o, "\r\n");
-        classes_done(classes, stack);
+        info_done(fi, stack);
         return finish(out, &o);
 }
 

@@ -52,6 +52,8 @@
 #define UPSTREAM_MAX_HEADERS      256U
 #define MAX_ATTEMPTS              3U
 #define MAX_ERROR_BODY            512U
+/* Below this many client connections per worker, an idle connection keeps its parser (about 700 bytes). */
+#define PARSERS_KEPT_BELOW 1024U
 /* Ended exchanges kept for the next requests (with their head buffers): no allocation per request. */
 #define SPARE_EXCHANGES 256U
 
@@ -862,10 +864,12 @@ static void client_next(struct client *c, bool close)
                 client_finish(c);
                 return;
         }
-        if (c->in.len > 0)
-                orch_http_parser_next(c->parser);
-        else
+        /* With many connections most are idle: they give their parser back. With few, allocating one per
+         * request would cost more than it saves. */
+        if (c->in.len == 0 && c->w->n_clients > PARSERS_KEPT_BELOW)
                 c->parser = orch_http_parser_free(c->parser);
+        else
+                orch_http_parser_next(c->parser);
         client_arm(c, CT_IDLE, c->w->sh->lim.idle_timeout_ms);
         client_parse_pending(c);
         if (!c->closing)

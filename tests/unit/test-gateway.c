@@ -698,6 +698,7 @@ static void fix_init(struct fixture *f)
 {
         memset(f, 0, sizeof *f);
         signal(SIGPIPE, SIG_IGN);
+        /* GW_DEBUG=1: the gateway's debug log (why an attempt failed, what the parser refused) */
         if (getenv("GW_DEBUG"))
                 orch_log_set_level(ORCH_LOG_DEBUG);
         orch_strlcpy(f->dir, "/tmp/orch-test-gw-XXXXXX", sizeof f->dir);
