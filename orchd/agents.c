@@ -764,11 +764,8 @@ static void fence_one(struct orch_agent_conn *c, const struct orch_proto_report 
                          act == ORCH_PROTO_FENCE_RESTART ? "restarting at a new generation"
                          : !inst                         ? "unknown to orchd"
                                                          : "replaced while the node was away");
-                if (act == ORCH_PROTO_FENCE_RESTART) {
-                        /* started after the welcome (process_hello) */
-                        inst->state = ORCH_INSTANCE_PENDING;
-                        orch_state_place_instance(a->st, inst, c->node);
-                }
+                if (act == ORCH_PROTO_FENCE_RESTART)
+                        orch_state_replace_instance(a->st, inst); /* started after the welcome */
                 break;
         default:
                 break;
@@ -834,8 +831,9 @@ static void process_hello(struct orch_agent_conn *c)
                         if (inst->confirmed)
                                 log_info("node %s: %s is missing; starting it again", c->node->name,
                                          inst->id);
-                        inst->state = ORCH_INSTANCE_PENDING;
-                        orch_state_place_instance(a->st, inst, c->node);
+                        /* not orch_state_place_instance(): that would move it to the tail of the
+                         * list this loop walks, and the loop would never end */
+                        orch_state_replace_instance(a->st, inst);
                 } else if (!inst->desired_run || inst->state == ORCH_INSTANCE_LOST) {
                         orch_state_release_resources(a->st, inst);
                         orch_state_unplace_instance(a->st, inst, NULL);

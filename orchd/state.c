@@ -997,6 +997,17 @@ void orch_state_place_instance(struct orch_state *st, struct orch_inst *inst, st
         orch_state_instance_changed(st, inst);
 }
 
+void orch_state_replace_instance(struct orch_state *st, struct orch_inst *inst)
+{
+        inst->state = ORCH_INSTANCE_PENDING;
+        inst->generation = ++st->generation;
+        inst->confirmed = false;
+        inst->created_at = orch_realtime_msec();
+        inst->pid = 0;
+        update_accounting(st, inst); /* pending holds its node's resources */
+        orch_state_instance_changed(st, inst);
+}
+
 void orch_state_unplace_instance(struct orch_state *st, struct orch_inst *inst, const char *reason)
 {
         if (!inst->node)

@@ -228,6 +228,10 @@ int orch_state_new_instance_at(struct orch_state *st, struct orch_svc *svc, cons
                                struct orch_inst **ret);
 void orch_state_place_instance(struct orch_state *st, struct orch_inst *inst, struct orch_node *node);
 void orch_state_unplace_instance(struct orch_state *st, struct orch_inst *inst, const char *reason);
+/* A new placement of the instance on the node it is on: a new generation, unconfirmed, pending.
+ * Unlike orch_state_place_instance() it does not move the instance on its node's list, so callers
+ * may use it while walking that list. */
+void orch_state_replace_instance(struct orch_state *st, struct orch_inst *inst);
 void orch_state_set_reason(struct orch_state *st, struct orch_inst *inst, const char *reason);
 void orch_state_remove_instance(struct orch_state *st, struct orch_inst *inst);
 void orch_state_instance_changed(struct orch_state *st, struct orch_inst *inst);

@@ -1306,6 +1306,49 @@ START_TEST(test_stop_unacked_node_dies_blocks_delete)
 }
 END_TEST
 
+/* Regression: re-placing the missing instances of a hello moved each to the tail of the node's list
+ * while the loop walked it, so with two of them the loop never ended. */
+START_TEST(test_several_missing_are_started_again)
+{
+        struct harness h;
+        struct fake *f;
+        struct orch_proto_msg *m;
+        struct orch_svc *svc;
+        struct orch_list *p;
+        size_t n = 0;
+
+        harness_init(&h);
+        f = fake_join(&h, "n1");
+        svc = apply(&h, "kind: service\nname: web\nreplicas: 3\ncommand: [/bin/sleep, '100']\n");
+        m = expect(&h, f, ORCH_PROTO_SPEC);
+        ck_assert_str_eq(m->spec.revision, svc->revision);
+        fake_ack(f, m->spec.id, true, NULL);
+        orch_proto_msg_free(m);
+        m = expect(&h, f, ORCH_PROTO_START);
+        ck_assert_uint_eq(m->start.n_instances, 3);
+        fake_ack(f, m->start.id, true, NULL);
+        orch_proto_msg_free(m);
+        fake_disconnect(f);
+        pump(&h, 20);
+
+        f = fake_connect(&h, "n1");
+        fake_hello(f, TOKEN, NULL, 0);
+        m = expect(&h, f, ORCH_PROTO_WELCOME);
+        orch_proto_msg_free(m);
+        f->heartbeat = true;
+        m = expect(&h, f, ORCH_PROTO_SPEC);
+        fake_ack(f, m->spec.id, true, NULL);
+        orch_proto_msg_free(m);
+        m = expect(&h, f, ORCH_PROTO_START);
+        ck_assert_uint_eq(m->start.n_instances, 3);
+        orch_proto_msg_free(m);
+        orch_list_foreach (p, &orch_state_node(h.st, "n1")->instances)
+                n++;
+        ck_assert_uint_eq(n, 3);
+        harness_release(&h);
+}
+END_TEST
+
 static Suite *agents_suite(void)
 {
         Suite *s = suite_create("agents");
@@ -1332,6 +1375,7 @@ static Suite *agents_suite(void)
         tc = tcase_create("repro");
         tcase_set_timeout(tc, 30);
         tcase_add_test(tc, test_missing_wanted_is_started_again);
+        tcase_add_test(tc, test_several_missing_are_started_again);
         tcase_add_test(tc, test_other_generation_is_started_again);
         tcase_add_test(tc, test_delete_with_exited_instance);
         tcase_add_test(tc, test_stop_unacked_node_dies_blocks_delete);
