@@ -66,7 +66,7 @@ check() {
 	local n
 	n=$(running_count "$2")
 	if [ "$n" = "$3" ]; then
-		it_ok "$2: $n instances exactly, each on one node once ($(node_count 1) $(node_count 2) $(node_count 3)), no orphan"
+		it_ok "$2: $n instances exactly, each on one node once ($(node_count 1 "$2") $(node_count 2 "$2") $(node_count 3 "$2")), no orphan"
 	elif [ "$1" = "not answered" ] && [ "$n" = "$4" ]; then
 		it_ok "$2: the request had not committed; $n instances exactly, no orphan"
 	else
