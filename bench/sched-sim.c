@@ -51,7 +51,7 @@
 #define RECONNECT_MIN_MS     100
 #define RECONNECT_MAX_MS     2000
 /* A timer that fires this much late means the loop was blocked (see beat_cb). */
-#define STALL_USEC     (1000 * USEC_PER_MSEC)
+#define STALL_USEC    (1000 * USEC_PER_MSEC)
 #define LATE_RETRY_MS 100
 /* Past this many bytes queued towards orchd a node gives up its connection: orchd does not read. */
 #define WRITE_HIGH_WATER (256u * 1024 * 1024)
@@ -916,6 +916,8 @@ static void beat_cb(uv_timer_t *t)
                         node_drop(nd, "no welcome within the TTL");
                         return;
                 }
+                /* late (see below): judged once the reads of this iteration are done */
+                nd->beat_due_usec = now + LATE_RETRY_MS * USEC_PER_MSEC;
                 uv_timer_start(&nd->timer, beat_cb, LATE_RETRY_MS, 0);
                 return;
         }
