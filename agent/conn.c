@@ -14,6 +14,10 @@
 #include "banned.h"
 
 #define RECONNECT_MIN_MS 100
+/* A connect without an answer this long is given up and tried again. Behind a router a partition
+ * drops packets silently: the kernel would resend the SYN with its own backoff (1, 3, 7 s ...),
+ * and a healed partition would be noticed that late. */
+#define CONNECT_TIMEOUT_MS 1000
 /* 1 s at most: a healed partition is noticed within a second, so a replaced copy never outlives it
  * by more (the self-healing issue allows one heartbeat). */
 #define RECONNECT_MAX_MS 1000
@@ -75,6 +79,7 @@ struct orch_conn {
         uv_timer_t beat;  /* heartbeats and the orchd silence check */
         uv_timer_t usage;
         uv_timer_t orphan; /* stop_after_disconnect */
+        uv_timer_t dial;   /* a connect that does not complete in time is abandoned */
         int open_handles;
         bool closing;
 
@@ -722,12 +727,21 @@ static void usage_cb(uv_timer_t *t)
         free(w.items);
 }
 
+static void dial_timeout_cb(uv_timer_t *t)
+{
+        struct orch_conn *c = container_of(t, struct orch_conn, dial);
+
+        if (c->state == STATE_CONNECTING)
+                conn_drop(c, NULL); /* closing the handle cancels the connect; a new dial follows */
+}
+
 static void connect_cb(uv_connect_t *req, int status)
 {
         struct orch_conn *c = container_of(req, struct orch_conn, connect_req);
 
-        if (c->closing)
-                return;
+        uv_timer_stop(&c->dial);
+        if (c->closing || status == UV_ECANCELED)
+                return; /* we closed it (shutdown, or the dial timed out): that path reconnects */
         if (status < 0) {
                 log_debug("connect to %s failed: %s", c->cfg.server, uv_strerror(status));
                 c->state = STATE_CONNECTING;
@@ -786,6 +800,8 @@ static void resolved_cb(uv_getaddrinfo_t *req, int status, struct addrinfo *res)
                 c->tcp_open = true;
                 c->open_handles++;
                 r = uv_tcp_connect(&c->connect_req, &c->tcp, res->ai_addr, connect_cb);
+                if (r >= 0)
+                        uv_timer_start(&c->dial, dial_timeout_cb, CONNECT_TIMEOUT_MS, 0);
         }
         uv_freeaddrinfo(res);
         if (r < 0) {
@@ -859,7 +875,8 @@ int orch_conn_new(uv_loop_t *loop, struct orch_supervisor *sv, struct orch_logs 
         uv_timer_init(loop, &c->beat);
         uv_timer_init(loop, &c->usage);
         uv_timer_init(loop, &c->orphan);
-        c->open_handles = 4;
+        uv_timer_init(loop, &c->dial);
+        c->open_handles = 5;
         *ret = c;
         return 0;
 }
@@ -904,4 +921,6 @@ void orch_conn_close(struct orch_conn *c)
         uv_close((uv_handle_t *)&c->beat, timer_closed);
         uv_close((uv_handle_t *)&c->usage, timer_closed);
         uv_close((uv_handle_t *)&c->orphan, timer_closed);
+        c->dial.data = c;
+        uv_close((uv_handle_t *)&c->dial, timer_closed);
 }

@@ -9,7 +9,7 @@
 # at the addresses the registry gives, from orchd's namespace. The partition lasts
 # CHAOS_PARTITION_HOLD seconds (6) after node1's instances were replaced.
 #
-# CHAOS_LOST_SYN=1 adds a second round on node2 with static neighbour entries, so that only the
+# A second round (CHAOS_LOST_SYN=0 skips it) runs on node2 with static neighbour entries, so that only the
 # packets are lost (no ARP failure ends the agent's connection attempts early), as behind a
 # router: the agent must still be back within 2 s of the heal (the partition lasts
 # CHAOS_LOST_SYN_HOLD seconds, 12).
@@ -152,7 +152,7 @@ round 1 "${CHAOS_PARTITION_HOLD:-6}"
 
 # --- only the packets are lost: with static neighbour entries the agent's connection attempts do
 # not fail fast (no ARP failure), their SYNs are dropped, as behind a router ---------------------
-if [ -n "${CHAOS_LOST_SYN:-}" ]; then
+if [ "${CHAOS_LOST_SYN:-1}" != 0 ]; then
 	mac() { ip -n "$(it_ns "$1")" -j link show eth0 | jpy 'j[0]["address"]'; }
 	ip -n "$(it_ns n2)" neigh replace 192.0.2.1 lladdr "$(mac hub)" nud permanent dev eth0
 	ip -n "$(it_ns hub)" neigh replace 192.0.2.12 lladdr "$(mac n2)" nud permanent dev eth0
