@@ -1332,10 +1332,16 @@ static int encode_field(struct ctx *c, const struct field *f, const void *obj, b
                         return fail(c, "required field missing");
                 if (!json_is_object(j))
                         return fail(c, "expected an object");
+                put_key(b, f, first);
+                /* FK_SPEC is the spec message's: its dump may come with it */
+                if (((const struct orch_proto_spec *)obj)->spec_text) {
+                        const char *t = ((const struct orch_proto_spec *)obj)->spec_text;
+                        put(b, t, strlen(t));
+                        break;
+                }
                 text = orch_json_dumps_canonical(j);
                 if (!text)
                         return -ENOMEM;
-                put_key(b, f, first);
                 put(b, text, strlen(text));
                 break;
         }

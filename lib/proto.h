@@ -169,6 +169,9 @@ struct orch_proto_spec {
         json_t *spec;
         /* Decoded messages only: the spec validated by orch_service_from_json(), owned. */
         struct orch_service *parsed;
+        /* Encoding only, optional: `spec` already dumped canonically (orch_json_dumps_canonical),
+         * written as is. A sender that sends one revision to thousands of nodes keeps it. */
+        const char *spec_text;
 };
 
 struct orch_proto_start_item {

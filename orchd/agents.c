@@ -24,6 +24,12 @@
 #define WRITE_HIGH_WATER (256u * 1024 * 1024)
 /* A hello split over more frames than this is refused (each frame holds tens of thousands of instances). */
 #define HELLO_MAX_PARTS 64
+/* The sweep's period; a sweep this much later than due means the loop was blocked. */
+#define SWEEP_MSEC 100
+#define STALL_MSEC 1000
+/* Parsed specs kept for sending (they are immutable per revision); past this many the cache starts
+ * over. */
+#define SPEC_CACHE_MAX 4096
 /* Agents reconnecting after an orchd restart get at least this long before their instances are lost. */
 #define STARTUP_GRACE_MSEC 10000
 
@@ -101,7 +107,8 @@ struct orch_agents {
         uv_timer_t sweep;
         struct orch_list delayed; /* struct delayed_stop, in due order */
         bool listening, closing;
-        int open_handles;
+        int open_handles;     /* the listener and the sweep timer */
+        size_t closing_conns; /* connection handles whose close callback is still to come */
         struct orch_state *st;
         struct orch_reconciler *rc;
         struct orch_agents_config cfg;
@@ -109,6 +116,15 @@ struct orch_agents {
         struct orch_list conns;
         size_t n_conns;
         uint64_t started_usec;
+        uint64_t last_sweep_usec;
+        /* struct spec_cache by "<service>/<revision>": the spec as sent, parsed once */
+        struct orch_hmap spec_cache;
+};
+
+struct spec_cache {
+        struct orch_hmap_node hnode;
+        char key[ORCH_NAME_MAX + 1 + ORCH_REVISION_LEN + 1];
+        json_t *spec;
 };
 
 static void conn_close(struct orch_agent_conn *c, const char *why);
@@ -253,6 +269,44 @@ static int command_cover(struct command *cmd, const char *instance, uint64_t gen
         return 0;
 }
 
+static void spec_cache_clear(struct orch_agents *a)
+{
+        struct orch_hmap_iter it;
+        struct orch_hmap_node *n;
+
+        for (n = orch_hmap_first(&a->spec_cache, &it); n; n = orch_hmap_next(&a->spec_cache, &it)) {
+                struct spec_cache *sc = container_of(n, struct spec_cache, hnode);
+                orch_hmap_remove(&a->spec_cache, n);
+                json_decref(sc->spec);
+                free(sc);
+        }
+}
+
+/* The spec of a revision as a tree, with a reference for the caller. A revision's spec never
+ * changes (the revision is its hash), so every node that needs it shares one parse: with spread
+ * placements each node needs nearly every service's spec. */
+static json_t *cached_spec(struct orch_agents *a, const char *key, const struct orch_svc_rev *rev)
+{
+        struct spec_cache *sc =
+                orch_hmap_entry(orch_hmap_get(&a->spec_cache, key), struct spec_cache, hnode);
+
+        if (sc)
+                return json_incref(sc->spec);
+        if (a->spec_cache.n >= SPEC_CACHE_MAX)
+                spec_cache_clear(a);
+        sc = calloc(1, sizeof *sc);
+        if (!sc)
+                return NULL;
+        orch_strlcpy(sc->key, key, sizeof sc->key);
+        sc->spec = json_loads(rev->spec_json, 0, NULL);
+        if (!sc->spec || orch_hmap_insert(&a->spec_cache, &sc->hnode, sc->key) < 0) {
+                json_decref(sc->spec);
+                free(sc);
+                return NULL;
+        }
+        return json_incref(sc->spec);
+}
+
 /* Sends the spec of (service, revision) unless this connection has it already. */
 static int ensure_spec(struct orch_agent_conn *c, struct orch_inst *inst)
 {
@@ -268,7 +322,7 @@ static int ensure_spec(struct orch_agent_conn *c, struct orch_inst *inst)
                 return 0;
         if (!rev)
                 return -ENOENT;
-        spec = json_loads(rev->spec_json, 0, NULL);
+        spec = cached_spec(c->agents, key, rev);
         if (!spec)
                 return -ENOMEM;
         cmd = command_new(c, ORCH_PROTO_SPEC, 0);
@@ -282,7 +336,8 @@ static int ensure_spec(struct orch_agent_conn *c, struct orch_inst *inst)
                         .spec = {.id = cmd->id,
                                  .service = inst->svc->name,
                                  .revision = inst->revision,
-                                 .spec = spec},
+                                 .spec = spec,
+                                 .spec_text = rev->spec_json},
                 };
                 r = send_msg(c, &m);
         }
@@ -1041,7 +1096,8 @@ static void conn_free_cb(uv_handle_t *h)
                 orch_proto_msg_free(c->hello_parts[i]);
         free(c->hello_parts);
         free(c);
-        if (a->closing && --a->open_handles == 0)
+        /* the last handle of a closed endpoint frees it, whichever kind it is */
+        if (--a->closing_conns == 0 && a->closing && a->open_handles == 0)
                 free(a);
 }
 
@@ -1073,8 +1129,7 @@ static void conn_close(struct orch_agent_conn *c, const char *why)
         }
         orch_list_remove(&c->link);
         a->n_conns--;
-        if (a->closing)
-                a->open_handles++;
+        a->closing_conns++;
         uv_close((uv_handle_t *)&c->tcp, conn_free_cb);
 }
 
@@ -1099,6 +1154,7 @@ static void on_connection(uv_stream_t *server, int status)
         orch_list_init(&c->link);
         uv_tcp_init(a->loop, &c->tcp);
         if (uv_accept(server, (uv_stream_t *)&c->tcp) < 0) {
+                a->closing_conns++;
                 uv_close((uv_handle_t *)&c->tcp, conn_free_cb);
                 return;
         }
@@ -1156,7 +1212,18 @@ static void node_lose_instances(struct orch_agents *a, struct orch_node *node, c
 static void sweep_cb(uv_timer_t *t)
 {
         struct orch_agents *a = container_of(t, struct orch_agents, sweep);
+        uint64_t last = a->last_sweep_usec;
+
         send_due_stops(a);
+        a->last_sweep_usec = orch_now_usec();
+        /* The loop was blocked (a long pass, a slow disk): the heartbeats and acks of that time
+         * wait unread in the sockets, and timers run before reads. Liveness is judged at the next
+         * sweep, after this iteration has read them. */
+        if (last && a->last_sweep_usec - last > STALL_MSEC * USEC_PER_MSEC) {
+                log_debug("agent endpoint: the loop was blocked for %" PRIu64 " ms",
+                          (uint64_t)((a->last_sweep_usec - last) / USEC_PER_MSEC));
+                return;
+        }
         {
                 uint64_t now = orch_now_usec(), ttl = orch_agents_ttl_ms(a) * USEC_PER_MSEC;
                 uint64_t grace = MAX(ttl, (uint64_t)STARTUP_GRACE_MSEC * USEC_PER_MSEC);
@@ -1268,7 +1335,7 @@ int orch_agents_listen(struct orch_agents *a)
         if (r < 0)
                 return r;
         a->open_handles++;
-        uv_timer_start(&a->sweep, sweep_cb, 100, 100);
+        uv_timer_start(&a->sweep, sweep_cb, SWEEP_MSEC, SWEEP_MSEC);
         log_info("agent endpoint listening on %s", a->cfg.listen);
         return 0;
 }
@@ -1277,7 +1344,7 @@ static void handle_closed(uv_handle_t *h)
 {
         struct orch_agents *a = h->data;
 
-        if (--a->open_handles == 0)
+        if (--a->open_handles == 0 && a->closing_conns == 0)
                 free(a);
 }
 
@@ -1289,12 +1356,15 @@ void orch_agents_close(struct orch_agents *a)
                 return;
         a->closing = true;
         send_due_stops(a); /* frees them: nothing is sent while closing */
+        spec_cache_clear(a);
+        orch_hmap_release(&a->spec_cache);
         orch_list_foreach_safe (p, t, &a->conns)
                 conn_close(orch_list_entry(p, struct orch_agent_conn, link), NULL);
         free(a->join_token);
         a->join_token = NULL;
         if (a->open_handles == 0) {
-                free(a);
+                if (a->closing_conns == 0)
+                        free(a);
                 return;
         }
         a->listener.data = a;

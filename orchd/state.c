@@ -483,33 +483,168 @@ static json_t *svc_record(const struct orch_svc *svc)
         return o;
 }
 
-static json_t *inst_record(const struct orch_inst *inst)
+/*
+ * Records and events are written as JSON text straight into a buffer. They are written once per
+ * placement and once per report, a million of each in a big apply, and building a jansson object
+ * only to dump it (a hash table per record, UTF-8 checks per character, a printf per integer) cost
+ * several times what SQLite then takes to store the text. The strings are ids, names and texts
+ * that orchd made or the protocol decoder checked: UTF-8 without NUL.
+ */
+static void put_string(struct orch_buf *b, const char *s)
 {
-        json_t *o = json_object();
+        static const char hex[] = "0123456789abcdef";
+        const char *run = s;
 
-        if (!o)
-                return NULL;
-        json_object_set_new(o, "id", json_string(inst->id));
-        json_object_set_new(o, "service", json_string(inst->svc->name));
-        json_object_set_new(o, "revision", json_string(inst->revision));
-        json_object_set_new(o, "node", inst->node ? json_string(inst->node->name) : json_null());
-        json_object_set_new(o, "generation", json_integer((json_int_t)inst->generation));
-        json_object_set_new(o, "desired_run", json_boolean(inst->desired_run));
-        json_object_set_new(o, "confirmed", json_boolean(inst->confirmed));
-        json_object_set_new(o, "state", json_string(orch_instance_state_to_string(inst->state)));
-        json_object_set_new(o, "health", json_string(orch_health_state_to_string(inst->health)));
-        json_object_set_new(o, "pid", json_integer(inst->pid));
-        json_object_set_new(o, "ports", ports_to_json(inst));
-        json_object_set_new(o, "restarts", json_integer(inst->restarts));
-        json_object_set_new(o, "created_at", json_integer((json_int_t)inst->created_at));
-        json_object_set_new(o, "started_at", json_integer((json_int_t)inst->started_at));
-        json_object_set_new(o, "healthy_since", json_integer((json_int_t)inst->healthy_since));
-        json_object_set_new(o, "exit_code", json_integer(inst->exit_code));
-        json_object_set_new(o, "exit_signal", json_integer(inst->exit_signal));
-        json_object_set_new(o, "oom", json_boolean(inst->oom));
-        json_object_set_new(o, "reason", inst->reason ? json_string(inst->reason) : json_null());
-        json_object_set_new(o, "cgroup", inst->cgroup ? json_string(inst->cgroup) : json_null());
-        return o;
+        orch_buf_putc(b, '"');
+        for (; *s; s++) {
+                unsigned char ch = (unsigned char)*s;
+                if (ch >= 0x20 && ch != '"' && ch != '\\')
+                        continue;
+                orch_buf_put(b, run, (size_t)(s - run));
+                run = s + 1;
+                if (ch == '"' || ch == '\\') {
+                        char e[2] = {'\\', (char)ch};
+                        orch_buf_put(b, e, sizeof e);
+                } else {
+                        char e[6] = {'\\', 'u', '0', '0', hex[ch >> 4], hex[ch & 15]};
+                        orch_buf_put(b, e, sizeof e);
+                }
+        }
+        orch_buf_put(b, run, (size_t)(s - run));
+        orch_buf_putc(b, '"');
+}
+
+static void put_int(struct orch_buf *b, int64_t v)
+{
+        char d[24];
+        size_t i = sizeof d;
+        uint64_t u = v < 0 ? -(uint64_t)v : (uint64_t)v;
+
+        do
+                d[--i] = (char)('0' + u % 10);
+        while ((u /= 10) > 0);
+        if (v < 0)
+                d[--i] = '-';
+        orch_buf_put(b, d + i, sizeof d - i);
+}
+
+/* ,"key": (the key needs no escaping) */
+static void put_key(struct orch_buf *b, const char *key, bool first)
+{
+        if (!first)
+                orch_buf_putc(b, ',');
+        orch_buf_putc(b, '"');
+        orch_buf_puts(b, key);
+        orch_buf_puts(b, "\":");
+}
+
+static void put_string_or_null(struct orch_buf *b, const char *s)
+{
+        if (s)
+                put_string(b, s);
+        else
+                orch_buf_puts(b, "null");
+}
+
+static void put_bool(struct orch_buf *b, bool v)
+{
+        orch_buf_puts(b, v ? "true" : "false");
+}
+
+/* The instance record: what orch_state_load() reads back. */
+static void inst_record(struct orch_buf *b, const struct orch_inst *inst)
+{
+        orch_buf_putc(b, '{');
+        put_key(b, "id", true);
+        put_string(b, inst->id);
+        put_key(b, "service", false);
+        put_string(b, inst->svc->name);
+        put_key(b, "revision", false);
+        put_string(b, inst->revision);
+        put_key(b, "node", false);
+        put_string_or_null(b, inst->node ? inst->node->name : NULL);
+        put_key(b, "generation", false);
+        put_int(b, (int64_t)inst->generation);
+        put_key(b, "desired_run", false);
+        put_bool(b, inst->desired_run);
+        put_key(b, "confirmed", false);
+        put_bool(b, inst->confirmed);
+        put_key(b, "state", false);
+        put_string(b, orch_instance_state_to_string(inst->state));
+        put_key(b, "health", false);
+        put_string(b, orch_health_state_to_string(inst->health));
+        put_key(b, "pid", false);
+        put_int(b, inst->pid);
+        put_key(b, "ports", false);
+        orch_buf_putc(b, '{');
+        for (size_t i = 0; i < inst->n_ports; i++) {
+                if (i > 0)
+                        orch_buf_putc(b, ',');
+                put_string(b, inst->ports[i].name);
+                orch_buf_putc(b, ':');
+                put_int(b, inst->ports[i].port);
+        }
+        orch_buf_putc(b, '}');
+        put_key(b, "restarts", false);
+        put_int(b, inst->restarts);
+        put_key(b, "created_at", false);
+        put_int(b, (int64_t)inst->created_at);
+        put_key(b, "started_at", false);
+        put_int(b, (int64_t)inst->started_at);
+        put_key(b, "healthy_since", false);
+        put_int(b, (int64_t)inst->healthy_since);
+        put_key(b, "exit_code", false);
+        put_int(b, inst->exit_code);
+        put_key(b, "exit_signal", false);
+        put_int(b, inst->exit_signal);
+        put_key(b, "oom", false);
+        put_bool(b, inst->oom);
+        put_key(b, "reason", false);
+        put_string_or_null(b, inst->reason);
+        put_key(b, "cgroup", false);
+        put_string_or_null(b, inst->cgroup);
+        orch_buf_putc(b, '}');
+}
+
+/* An event as JSON text. Events are flat objects of strings, integers, booleans and null (their
+ * fields come from json_pack); anything else goes through jansson. */
+static int event_text(struct orch_buf *b, const json_t *ev)
+{
+        const char *k;
+        json_t *v;
+        bool first = true;
+
+        orch_buf_putc(b, '{');
+        json_object_foreach ((json_t *)ev, k, v) {
+                if (!first)
+                        orch_buf_putc(b, ',');
+                first = false;
+                put_string(b, k);
+                orch_buf_putc(b, ':');
+                switch (json_typeof(v)) {
+                case JSON_STRING:
+                        put_string(b, json_string_value(v));
+                        break;
+                case JSON_INTEGER:
+                        put_int(b, (int64_t)json_integer_value(v));
+                        break;
+                case JSON_TRUE:
+                case JSON_FALSE:
+                        put_bool(b, json_is_true(v));
+                        break;
+                case JSON_NULL:
+                        orch_buf_puts(b, "null");
+                        break;
+                default: {
+                        _cleanup_(freep) char *t = orch_json_dumps_compact(v);
+                        if (!t)
+                                return -ENOMEM;
+                        orch_buf_puts(b, t);
+                }
+                }
+        }
+        orch_buf_putc(b, '}');
+        return b->oom ? -ENOMEM : 0;
 }
 
 static json_t *node_record(const struct orch_node *node)
@@ -531,13 +666,14 @@ static json_t *node_record(const struct orch_node *node)
         return o;
 }
 
-static int put_instance(struct orch_store_tx *tx, const struct orch_inst *inst)
+/* `b` is scratch space, reused from record to record. */
+static int put_instance(struct orch_store_tx *tx, struct orch_buf *b, const struct orch_inst *inst)
 {
-        _cleanup_json_ json_t *rec = inst_record(inst);
-
-        if (!rec)
+        orch_buf_reset(b);
+        inst_record(b, inst);
+        if (b->oom)
                 return -ENOMEM;
-        return orch_store_put_json(tx, ORCH_STORE_INSTANCES, inst->id, rec);
+        return orch_store_put(tx, ORCH_STORE_INSTANCES, inst->id, b->data, b->len);
 }
 
 static int rev_key(const struct orch_svc *svc, const char *revision, char *buf, size_t size)
@@ -548,6 +684,7 @@ static int rev_key(const struct orch_svc *svc, const char *revision, char *buf, 
 int orch_state_flush(struct orch_state *st)
 {
         _cleanup_(orch_store_tx_rollbackp) struct orch_store_tx *tx = NULL;
+        _cleanup_(orch_buf_release) struct orch_buf text = {0};
         struct orch_list *p, *t;
         size_t i;
         json_t *ev;
@@ -594,7 +731,7 @@ int orch_state_flush(struct orch_state *st)
                         if (r < 0 && r != -ENOENT)
                                 return r;
                 } else {
-                        r = put_instance(tx, inst);
+                        r = put_instance(tx, &text, inst);
                         if (r < 0)
                                 return r;
                 }
@@ -602,7 +739,7 @@ int orch_state_flush(struct orch_state *st)
         if (reports_due)
                 orch_list_foreach (p, &st->store_reports) {
                         struct orch_inst *inst = orch_list_entry(p, struct orch_inst, report_link);
-                        r = put_instance(tx, inst);
+                        r = put_instance(tx, &text, inst);
                         if (r < 0)
                                 return r;
                 }
@@ -617,12 +754,13 @@ int orch_state_flush(struct orch_state *st)
                         return r;
         }
         json_array_foreach (st->store_events, i, ev) {
-                _cleanup_(freep) char *s = orch_json_dumps_compact(ev);
                 json_int_t idx = json_integer_value(json_object_get(ev, "index"));
 
-                if (!s)
-                        return -ENOMEM;
-                r = orch_store_append_event(tx, (uint64_t)idx, s, strlen(s));
+                orch_buf_reset(&text);
+                r = event_text(&text, ev);
+                if (r < 0)
+                        return r;
+                r = orch_store_append_event(tx, (uint64_t)idx, text.data, text.len);
                 if (r < 0)
                         return r;
         }
