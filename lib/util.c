@@ -403,13 +403,31 @@ uint64_t orch_realtime_msec(void)
 
 int orch_format_time(uint64_t realtime_msec, char *buf, size_t size)
 {
+        /* A busy orchd stamps a million events in a few seconds: the date and time of the last
+         * second are kept per thread, and only the milliseconds are written each time. */
+        static _Thread_local time_t last = -1;
+        static _Thread_local char b[32];
         time_t t = (time_t)(realtime_msec / 1000);
-        struct tm tm;
-        char b[32];
+        unsigned ms = (unsigned)(realtime_msec % 1000);
+        size_t n;
 
-        if (!gmtime_r(&t, &tm) || strftime(b, sizeof b, "%Y-%m-%dT%H:%M:%S", &tm) == 0)
-                return -EINVAL;
-        return orch_snprintf(buf, size, "%s.%03uZ", b, (unsigned)(realtime_msec % 1000)) < 0 ? -ENOBUFS : 0;
+        if (t != last) {
+                struct tm tm;
+                if (!gmtime_r(&t, &tm) || strftime(b, sizeof b, "%Y-%m-%dT%H:%M:%S", &tm) == 0)
+                        return -EINVAL;
+                last = t;
+        }
+        n = strlen(b);
+        if (size < n + 6)
+                return -ENOBUFS;
+        memcpy(buf, b, n);
+        buf[n] = '.';
+        buf[n + 1] = (char)('0' + ms / 100);
+        buf[n + 2] = (char)('0' + ms / 10 % 10);
+        buf[n + 3] = (char)('0' + ms % 10);
+        buf[n + 4] = 'Z';
+        buf[n + 5] = '\0';
+        return 0;
 }
 
 int orch_read_file(const char *path, size_t max, char **ret, size_t *ret_len)

@@ -543,6 +543,11 @@ static void set_string(char **dst, const char *src)
 }
 
 /* Applies what the agent says about an instance orchd holds at the same generation. */
+static bool state_is_terminal(enum orch_instance_state s)
+{
+        return s == ORCH_INSTANCE_EXITED || s == ORCH_INSTANCE_FAILED;
+}
+
 static void apply_report(struct orch_agents *a, struct orch_inst *inst, const struct orch_proto_report *rep,
                          bool from_hello)
 {
@@ -619,7 +624,13 @@ static void apply_report(struct orch_agents *a, struct orch_inst *inst, const st
                                          inst->health == ORCH_HEALTH_PASSING ? "healthy" : "unhealthy",
                                          inst->reason ? ": " : "", inst->reason ? inst->reason : "");
         }
-        orch_state_instance_reported(st, inst);
+        /* What an agent reports is the truth only until its next hello, which reports it again: it
+         * is worth a store write only when it changes what orchd decides after a restart, i.e. when
+         * the instance ended or came back (terminal instances count towards replicas without being
+         * live). A running instance that reports running costs no write — a million of them would
+         * cost a million. */
+        if (state_is_terminal(old_state) != state_is_terminal(inst->state))
+                orch_state_instance_reported(st, inst);
         /* Most reports change nothing the reconciler decides on (a running instance stays live):
          * only liveness, or availability during a rollout, can. A million-instance cluster stays
          * out of the reconciler while its instances report. */

@@ -13,12 +13,12 @@ START_TEST(test_duration)
                 uint64_t ms;
                 const char *canonical;
         } ok[] = {
-                {"0s", 0, "0s"},        {"100ms", 100, "100ms"}, {"2s", 2000, "2s"},
+                {"0s", 0, "0s"},          {"100ms", 100, "100ms"}, {"2s", 2000, "2s"},
                 {"1.5s", 1500, "1500ms"}, {"90s", 90000, "90s"},   {"120s", 120000, "2m"},
-                {"1m30s", 90000, "90s"}, {"1h", 3600000, "1h"},   {"0.5h", 1800000, "30m"},
+                {"1m30s", 90000, "90s"},  {"1h", 3600000, "1h"},   {"0.5h", 1800000, "30m"},
         };
-        static const char *const bad[] = {"", "5", "s", "-1s", "1x", "1.s", "1.0001ms", "1 s", "1sm",
-                                          "9999999999h", "1e3s"};
+        static const char *const bad[] = {"",         "5",   "s",   "-1s",         "1x",  "1.s",
+                                          "1.0001ms", "1 s", "1sm", "9999999999h", "1e3s"};
         char buf[32];
 
         for (size_t i = 0; i < ELEMENTSOF(ok); i++) {
@@ -44,11 +44,17 @@ START_TEST(test_size)
                 uint64_t bytes;
                 const char *canonical;
         } ok[] = {
-                {"0", 0, "0"},          {"512", 512, "512"},      {"1Ki", 1024, "1Ki"},
-                {"128Mi", 128ULL << 20, "128Mi"}, {"1.5Gi", 3ULL << 29, "1536Mi"}, {"1G", 1000000000ULL, "1G"},
-                {"2048", 2048, "2Ki"},  {"1000K", 1000000, "1M"},
+                {"0", 0, "0"},
+                {"512", 512, "512"},
+                {"1Ki", 1024, "1Ki"},
+                {"128Mi", 128ULL << 20, "128Mi"},
+                {"1.5Gi", 3ULL << 29, "1536Mi"},
+                {"1G", 1000000000ULL, "1G"},
+                {"2048", 2048, "2Ki"},
+                {"1000K", 1000000, "1M"},
         };
-        static const char *const bad[] = {"", "Mi", "-1", "1.5", "12Q", "1mi", "0.1Ki", "99999999999999999999"};
+        static const char *const bad[] = {"",    "Mi",  "-1",    "1.5",
+                                          "12Q", "1mi", "0.1Ki", "99999999999999999999"};
         char buf[32];
 
         for (size_t i = 0; i < ELEMENTSOF(ok); i++) {
@@ -158,6 +164,21 @@ START_TEST(test_buf)
 }
 END_TEST
 
+START_TEST(test_format_time)
+{
+        char b[40], small[10];
+
+        ck_assert_int_eq(orch_format_time(1764158062123ULL, b, sizeof b), 0);
+        ck_assert_str_eq(b, "2025-11-26T11:54:22.123Z");
+        /* the same second again, other milliseconds (the cached part must not leak the old ones) */
+        ck_assert_int_eq(orch_format_time(1764158062005ULL, b, sizeof b), 0);
+        ck_assert_str_eq(b, "2025-11-26T11:54:22.005Z");
+        ck_assert_int_eq(orch_format_time(0, b, sizeof b), 0);
+        ck_assert_str_eq(b, "1970-01-01T00:00:00.000Z");
+        ck_assert_int_eq(orch_format_time(1, small, sizeof small), -ENOBUFS);
+}
+END_TEST
+
 static Suite *units_suite(void)
 {
         Suite *s = suite_create("units");
@@ -169,6 +190,7 @@ static Suite *units_suite(void)
         tcase_add_test(tc, test_rate);
         tcase_add_test(tc, test_strings);
         tcase_add_test(tc, test_buf);
+        tcase_add_test(tc, test_format_time);
         suite_add_tcase(s, tc);
         return s;
 }
