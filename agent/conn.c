@@ -18,6 +18,8 @@
  * drops packets silently: the kernel would resend the SYN with its own backoff (1, 3, 7 s ...),
  * and a healed partition would be noticed that late. */
 #define CONNECT_TIMEOUT_MS 1000
+/* Connected, hello sent: how long to wait for the welcome. */
+#define WELCOME_TIMEOUT_MS 30000
 /* 1 s at most: a healed partition is noticed within a second, so a replaced copy never outlives it
  * by more (the self-healing issue allows one heartbeat). */
 #define RECONNECT_MAX_MS 1000
@@ -669,6 +671,15 @@ static void beat_cb(uv_timer_t *t)
         struct orch_conn *c = container_of(t, struct orch_conn, beat);
         uint64_t now = orch_now_usec();
 
+        if (c->state == STATE_HELLO) {
+                /* orchd reads the hello as soon as it can; a busy one (thousands of agents coming
+                 * back after its restart) gets long enough that they do not storm it again */
+                if (now > c->last_heard_usec + WELCOME_TIMEOUT_MS * USEC_PER_MSEC)
+                        conn_drop(c, "no welcome from orchd within 30 s");
+                else
+                        uv_timer_start(&c->beat, beat_cb, 1000, 0);
+                return;
+        }
         if (c->state != STATE_READY)
                 return;
         if (now > c->last_heard_usec + c->ttl_ms * USEC_PER_MSEC) {
@@ -773,9 +784,7 @@ static void connect_cb(uv_connect_t *req, int status)
                 return;
         }
         send_hello(c);
-        /* the welcome must come within the TTL */
-        c->ttl_ms = MAX(c->ttl_ms, (uint64_t)DEFAULT_TTL_MS);
-        uv_timer_start(&c->beat, beat_cb, c->ttl_ms, 0);
+        uv_timer_start(&c->beat, beat_cb, 1000, 0);
 }
 
 static void resolved_cb(uv_getaddrinfo_t *req, int status, struct addrinfo *res)
