@@ -263,6 +263,9 @@ static void on_signal(uv_signal_t *s, int signum)
         orch_daemon_stopping("stopping");
         /* what is decided is written before anything closes */
         orch_state_flush(d->st);
+        /* the gateway stops taking requests now; those in flight get its drain time */
+        orch_gateway_stop(d->gateway);
+        d->gateway = NULL;
         orch_agents_close(d->agents);
         d->agents = NULL;
         orch_reconciler_close(d->rc);
@@ -438,9 +441,7 @@ int main(int argc, char **argv)
         uv_run(d.loop, UV_RUN_NOWAIT);
         orch_state_flush(d.st);
         orch_registry_free(d.registry);
-        /* After the registry, which cannot drop a subscriber: requests in flight get the gateway's drain
-         * time. */
-        orch_gateway_stop(d.gateway);
+
         uv_run(d.loop, UV_RUN_NOWAIT);
         orch_state_free(d.st);
         orch_store_close(d.store);

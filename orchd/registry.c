@@ -419,6 +419,17 @@ int orch_registry_subscribe(struct orch_registry *reg, orch_registry_change_fn f
         return 0;
 }
 
+void orch_registry_unsubscribe(struct orch_registry *reg, orch_registry_change_fn fn, void *userdata)
+{
+        for (size_t i = 0; i < reg->n_subs; i++)
+                if (reg->subs[i].fn == fn && reg->subs[i].userdata == userdata) {
+                        memmove(&reg->subs[i], &reg->subs[i + 1],
+                                (reg->n_subs - i - 1) * sizeof reg->subs[0]);
+                        reg->n_subs--;
+                        return;
+                }
+}
+
 int orch_registry_new(uv_loop_t *loop, struct orch_state *st, struct orch_registry **ret)
 {
         struct orch_registry *reg = calloc(1, sizeof *reg);

@@ -57,6 +57,8 @@ typedef void (*orch_registry_visit_fn)(void *userdata, const struct orch_svc *sv
 void orch_registry_foreach_routed(struct orch_registry *reg, orch_registry_visit_fn fn, void *userdata);
 
 int orch_registry_subscribe(struct orch_registry *reg, orch_registry_change_fn fn, void *userdata);
+/* Drops a subscription (the same fn and userdata); no call after this returns. */
+void orch_registry_unsubscribe(struct orch_registry *reg, orch_registry_change_fn fn, void *userdata);
 
 /* The API handler of GET /v1/registry/{service}: answers now or later. */
 void orch_registry_handle(struct orch_registry *reg, struct orch_httpd_req *req, const char *service,

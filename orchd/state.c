@@ -137,17 +137,21 @@ struct orch_state *orch_state_free(struct orch_state *st)
 
         if (!st)
                 return NULL;
-        for (n = orch_hmap_first(&st->instances, &it); n; n = orch_hmap_next(&st->instances, &it))
-                inst_free(container_of(n, struct orch_inst, hnode));
         {
-                /* removed instances whose delete was never flushed */
+                /* first the write queues (they link instances the map holds, and removed ones whose
+                 * delete was never flushed and that only the queue holds), then the map */
                 struct orch_list *p, *t;
+                orch_list_foreach_safe (p, t, &st->store_reports)
+                        orch_list_remove(p);
                 orch_list_foreach_safe (p, t, &st->store_instances) {
                         struct orch_inst *inst = orch_list_entry(p, struct orch_inst, store_link);
+                        orch_list_remove(p);
                         if (inst->store_delete)
                                 inst_free(inst);
                 }
         }
+        for (n = orch_hmap_first(&st->instances, &it); n; n = orch_hmap_next(&st->instances, &it))
+                inst_free(container_of(n, struct orch_inst, hnode));
         for (n = orch_hmap_first(&st->services, &it); n; n = orch_hmap_next(&st->services, &it))
                 svc_free(container_of(n, struct orch_svc, hnode));
         for (n = orch_hmap_first(&st->nodes, &it); n; n = orch_hmap_next(&st->nodes, &it))

@@ -484,7 +484,7 @@ int orch_gateway_start(uv_loop_t *loop, const struct orch_gateway_config *cfg, s
         *ret = gw;
         return 0;
 fail:
-        /* A registry subscription cannot be taken back: it is only made once nothing can fail any more. */
+        /* subscribed last: the error paths above need not undo it */
         gateway_release(gw);
         uv_close((uv_handle_t *)&gw->rebuild, free_on_close);
         return r;
@@ -496,6 +496,8 @@ void orch_gateway_stop(struct orch_gateway *gw)
                 return;
         if (gw->store)
                 orch_apikeys_unwatch(gw->store, on_keys_changed, gw);
+        if (gw->registry)
+                orch_registry_unsubscribe(gw->registry, on_registry_change, gw);
         uv_timer_stop(&gw->rebuild);
         gateway_release(gw);
         uv_close((uv_handle_t *)&gw->rebuild, free_on_close);
