@@ -373,12 +373,22 @@ static bool feed_llhttp(struct orch_http_parser *p, const char *data, size_t n, 
 
 /* ---- the head ---- */
 
-static bool arena_put(struct orch_http_parser *p, const char *s, size_t n)
+static inline bool arena_put(struct orch_http_parser *p, const char *s, size_t n)
 {
+        struct orch_buf *b = &p->arena;
+
         /* Trailer fields are checked but not kept: the head's pointers into the arena are live. */
         if (p->in_trailers)
                 return true;
-        return orch_buf_put(&p->arena, s, n) >= 0;
+        /* The lexer appends a head a byte at a time: the common case, room in the arena, stays a
+         * memcpy (a call to orch_buf_put per byte was a third of a proxied request's cost). */
+        if (_likely_(b->data && !b->oom && b->len + n < b->cap)) {
+                memcpy(b->data + b->len, s, n);
+                b->len += n;
+                b->data[b->len] = '\0';
+                return true;
+        }
+        return orch_buf_put(b, s, n) >= 0;
 }
 
 static bool arena_end_string(struct orch_http_parser *p)
