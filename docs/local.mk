@@ -10,7 +10,7 @@ dist_doc_DATA += docs/http.md
 ## The daemons' man pages and the design notes.
 dist_man_MANS += docs/man/orchd.8 docs/man/orch-agent.8
 dist_doc_DATA += docs/architecture.md docs/control-plane.md docs/protocol.md docs/operations.md \
-	docs/agent.md docs/scheduler.md docs/development.md
+	docs/agent.md docs/scheduler.md docs/development.md docs/benchmarks.md
 
 ## The orch CLI (cli/): its reference and man page.
 dist_man_MANS += docs/man/orch.1
