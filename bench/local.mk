@@ -33,6 +33,24 @@ bench_sched_sim_CPPFLAGS = $(ORCH_CPPFLAGS)
 bench_sched_sim_LDADD = $(ORCH_LIBS)
 EXTRA_DIST += bench/sched.sh
 
+## Spawning and restarting 1,000 instances beside systemd and supervisord (bench/spawn.sh,
+## docs/benchmarks.md). stamp is the workload: static, so that nothing runs between its exec and
+## its clock read (and without the sanitizers, which cannot link statically).
+noinst_PROGRAMS += bench/stamp bench/spawn-probe bench/spawn-bare bench/spawn-sdstart
+bench_stamp_SOURCES = bench/stamp.c
+bench_stamp_CFLAGS = -std=gnu11 $(WARN_CFLAGS)
+bench_stamp_LDFLAGS = -static
+bench_spawn_probe_SOURCES = bench/spawn-probe.c
+bench_spawn_probe_CPPFLAGS = $(ORCH_CPPFLAGS)
+bench_spawn_probe_LDADD = $(ORCH_LIBS)
+bench_spawn_bare_SOURCES = bench/spawn-bare.c
+bench_spawn_bare_CPPFLAGS = $(ORCH_CPPFLAGS)
+bench_spawn_bare_LDADD = $(ORCH_LIBS)
+bench_spawn_sdstart_SOURCES = bench/spawn-sdstart.c
+bench_spawn_sdstart_CPPFLAGS = $(ORCH_CPPFLAGS)
+bench_spawn_sdstart_LDADD = $(ORCH_LIBS)
+EXTRA_DIST += bench/spawn.sh
+
 ## The API gateway against nginx and haproxy (bench/gateway.sh): gateway-harness runs orchd's gateway code
 ## in front of running backends, listed as one routed service by an in-memory state and registry.
 noinst_PROGRAMS += bench/gateway-harness
