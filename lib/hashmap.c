@@ -28,12 +28,7 @@ uint64_t orch_hash_string(const char *s)
                 h ^= *p;
                 h *= 0x100000001b3ULL;
         }
-        h ^= h >> 30;
-        h *= 0xbf58476d1ce4e5b9ULL;
-        h ^= h >> 27;
-        h *= 0x94d049bb133111ebULL;
-        h ^= h >> 31;
-        return h;
+        return orch_hash_mix64(h);
 }
 
 void orch_hmap_release(struct orch_hmap *m)

@@ -44,3 +44,13 @@ struct orch_hmap_node *orch_hmap_next(const struct orch_hmap *m, struct orch_hma
 #define orch_hmap_entry(ptr, type, member) ((ptr) ? container_of(ptr, type, member) : NULL)
 
 uint64_t orch_hash_string(const char *s);
+
+/* splitmix64's finalizer: every output bit depends on every input bit. */
+static inline uint64_t orch_hash_mix64(uint64_t h)
+{
+        h ^= h >> 30;
+        h *= UINT64_C(0xbf58476d1ce4e5b9);
+        h ^= h >> 27;
+        h *= UINT64_C(0x94d049bb133111eb);
+        return h ^ (h >> 31);
+}

@@ -128,7 +128,7 @@ static void append_value(struct orch_buf *b, const char *v)
         orch_buf_putc(b, '"');
 }
 
-static void append_field(struct orch_buf *b, const char *key, const char *value)
+void orch_log_append_field(struct orch_buf *b, const char *key, const char *value)
 {
         if (!value)
                 return;
@@ -150,20 +150,20 @@ static void emit_stderr(enum orch_log_level level, const struct orch_log_ctx *ct
         gmtime_r(&now.tv_sec, &tm);
         strftime(ts, sizeof ts, "%Y-%m-%dT%H:%M:%S", &tm);
         orch_buf_printf(&b, "ts=%s.%03ldZ level=%s", ts, now.tv_nsec / 1000000L, level_names[level]);
-        append_field(&b, "prog", log_program);
-        append_field(&b, "node", log_node);
+        orch_log_append_field(&b, "prog", log_program);
+        orch_log_append_field(&b, "node", log_node);
         if (ctx) {
-                append_field(&b, "service", ctx->service);
-                append_field(&b, "instance", ctx->instance);
+                orch_log_append_field(&b, "service", ctx->service);
+                orch_log_append_field(&b, "instance", ctx->instance);
                 if (ctx->node && !streq_ptr(ctx->node, log_node))
-                        append_field(&b, "node", ctx->node);
+                        orch_log_append_field(&b, "node", ctx->node);
         }
-        append_field(&b, "msg", msg);
+        orch_log_append_field(&b, "msg", msg);
         for (;;) {
                 const char *k = va_arg(fields, const char *);
                 if (!k)
                         break;
-                append_field(&b, k, va_arg(fields, const char *));
+                orch_log_append_field(&b, k, va_arg(fields, const char *));
         }
         orch_buf_putc(&b, '\n');
         if (b.oom)

@@ -47,6 +47,11 @@ void orch_log_set_program(const char *name);
 /* Node name added to every line as node= and ORCH_NODE= (optional). */
 void orch_log_set_node(const char *node);
 
+struct orch_buf;
+/* Appends " key=value" in logfmt to b (the value quoted and escaped when it is not a simple token);
+ * nothing when value is NULL. For other logfmt lines, such as the gateway's access log. */
+void orch_log_append_field(struct orch_buf *b, const char *key, const char *value);
+
 /* Extra key=value fields follow the message: pass NULL-terminated pairs of strings. */
 void orch_log_fields(enum orch_log_level level, const struct orch_log_ctx *ctx, const char *msg, ...)
         __attribute__((sentinel));

@@ -376,11 +376,7 @@ struct orch_sched {
 /* splitmix64: tiny, seedable with any value, good enough to pick scan starts. */
 static uint64_t rng_next(uint64_t *state)
 {
-        uint64_t z = (*state += UINT64_C(0x9e3779b97f4a7c15));
-
-        z = (z ^ (z >> 30)) * UINT64_C(0xbf58476d1ce4e5b9);
-        z = (z ^ (z >> 27)) * UINT64_C(0x94d049bb133111eb);
-        return z ^ (z >> 31);
+        return orch_hash_mix64(*state += UINT64_C(0x9e3779b97f4a7c15));
 }
 
 static uint32_t rng_below(uint64_t *state, uint32_t n)

@@ -3,6 +3,7 @@
 
 #include <pthread.h>
 
+#include "hashmap.h"
 #include "list.h"
 #include "ratelimit.h"
 #include "util.h"
@@ -92,23 +93,13 @@ void gw_ratelimit_free(struct gw_ratelimit *rl)
         free(rl);
 }
 
-static uint64_t mix(uint64_t h)
-{
-        h ^= h >> 30;
-        h *= 0xbf58476d1ce4e5b9ULL;
-        h ^= h >> 27;
-        h *= 0x94d049bb133111ebULL;
-        h ^= h >> 31;
-        return h;
-}
-
 static uint64_t key_hash(uint64_t seed, uint64_t route_id, const uint8_t *addr, size_t len)
 {
-        uint64_t h = mix(seed ^ route_id);
+        uint64_t h = orch_hash_mix64(seed ^ route_id);
 
         for (size_t i = 0; i < len; i++)
                 h = (h ^ addr[i]) * 0x100000001b3ULL;
-        return mix(h);
+        return orch_hash_mix64(h);
 }
 
 static void unlink_bucket(struct shard *s, struct bucket *b)

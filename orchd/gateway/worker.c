@@ -326,42 +326,6 @@ static int stream_write(uv_stream_t *s, const uv_buf_t *bufs, unsigned n, uv_wri
 
 /* ---- access log ---- */
 
-static void log_value(struct orch_buf *b, const char *v)
-{
-        bool quote = !*v;
-
-        for (const char *p = v; *p && !quote; p++)
-                if ((unsigned char)*p <= ' ' || *p == '"' || *p == '=' || *p == '\\' ||
-                    (unsigned char)*p >= 0x7f)
-                        quote = true;
-        if (!quote) {
-                orch_buf_puts(b, v);
-                return;
-        }
-        orch_buf_putc(b, '"');
-        for (const unsigned char *p = (const unsigned char *)v; *p; p++) {
-                if (*p == '"' || *p == '\\') {
-                        orch_buf_putc(b, '\\');
-                        orch_buf_putc(b, (char)*p);
-                } else if (*p < ' ' || *p == 0x7f) {
-                        orch_buf_printf(b, "\\x%02x", *p);
-                } else {
-                        orch_buf_putc(b, (char)*p);
-                }
-        }
-        orch_buf_putc(b, '"');
-}
-
-static void log_field(struct orch_buf *b, const char *key, const char *value)
-{
-        if (!value)
-                return;
-        orch_buf_putc(b, ' ');
-        orch_buf_puts(b, key);
-        orch_buf_putc(b, '=');
-        log_value(b, value);
-}
-
 static void log_flush(struct gw_worker *w)
 {
         if (w->log.len > 0)
@@ -392,30 +356,30 @@ static void access_log(struct gw_worker *w, const struct client *c, const struct
         }
         orch_buf_printf(b, "ts=%s.%03ldZ level=info prog=orchd msg=request", w->log_ts,
                         now.tv_nsec / 1000000L);
-        log_field(b, "id", id);
-        log_field(b, "client", c->ip);
+        orch_log_append_field(b, "id", id);
+        orch_log_append_field(b, "client", c->ip);
         if (h) {
-                log_field(b, "method", h->method);
-                log_field(b, "host", h->authority ? h->authority : h->host);
-                log_field(b, "target", h->target);
+                orch_log_append_field(b, "method", h->method);
+                orch_log_append_field(b, "host", h->authority ? h->authority : h->host);
+                orch_log_append_field(b, "target", h->target);
         }
-        log_field(b, "route", r ? r->service : NULL);
+        orch_log_append_field(b, "route", r ? r->service : NULL);
         if (x && x->ep) {
-                log_field(b, "instance", x->ep->instance);
-                log_field(b, "upstream", x->ep->addr_text);
+                orch_log_append_field(b, "instance", x->ep->instance);
+                orch_log_append_field(b, "upstream", x->ep->addr_text);
         }
         orch_snprintf(num, sizeof num, "%d", status);
-        log_field(b, "status", num);
+        orch_log_append_field(b, "status", num);
         if (x) {
                 orch_snprintf(num, sizeof num, "%" PRIu64, x->bytes_in);
-                log_field(b, "bytes_in", num);
+                orch_log_append_field(b, "bytes_in", num);
                 orch_snprintf(num, sizeof num, "%" PRIu64, x->bytes_out);
-                log_field(b, "bytes_out", num);
+                orch_log_append_field(b, "bytes_out", num);
                 orch_snprintf(num, sizeof num, "%u", x->attempts);
-                log_field(b, "attempts", num);
+                orch_log_append_field(b, "attempts", num);
         }
         orch_snprintf(num, sizeof num, "%" PRIu64 ".%03" PRIu64, usec / 1000, usec % 1000);
-        log_field(b, "duration_ms", num);
+        orch_log_append_field(b, "duration_ms", num);
         orch_buf_putc(b, '\n');
         if (b->oom)
                 orch_buf_release(b);
