@@ -164,8 +164,8 @@ int main(int argc, char **argv)
         uv_signal_start(&h.sigint, on_signal, SIGINT);
         uv_run(h.loop, UV_RUN_DEFAULT);
 
-        orch_registry_free(reg);
         orch_gateway_stop(h.gw);
+        orch_registry_free(reg);
         uv_run(h.loop, UV_RUN_DEFAULT);
         orch_state_flush(st);
         orch_state_free(st);

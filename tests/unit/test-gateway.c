@@ -735,8 +735,9 @@ static void fix_release(struct fixture *f)
 {
         char cmd[128];
 
-        orch_registry_free(f->reg);
+        /* the gateway unsubscribes from the registry: stop it first */
         orch_gateway_stop(f->gw);
+        orch_registry_free(f->reg);
         uv_run(&f->loop, UV_RUN_DEFAULT);
         ck_assert_int_eq(uv_loop_close(&f->loop), 0);
         for (size_t i = 0; i < f->n_be; i++)
