@@ -116,7 +116,7 @@ it_on_exit() { IT_EXIT_HOOKS+=("$1"); }
 # SIGTERM (they stop their instances), SIGKILL for what is left, orchd, whatever is still in the
 # test's cgroups, stray copies of the test program, the namespaces, the temporary directory.
 it_cleanup() {
-	local status=$? h k pid deadline
+	local status=$? h k pid deadline f
 	# every wait below is bounded: a second ^C must not leave half of the clean-up undone
 	trap - EXIT
 	trap '' INT TERM
@@ -139,6 +139,16 @@ it_cleanup() {
 		pkill -KILL -f "^$IT_TESTPROG( |\$)" 2>/dev/null
 	fi
 	[ "$IT_NETNS" -gt 0 ] && it_netns_destroy
+	# a sanitizer build's daemons report what they found in their logs (and a leak only at exit,
+	# which the agents' SIGTERM above gave them): any report fails the test
+	if [ -n "$IT_TMP" ] && grep -l -E 'ERROR: (Address|Leak|Thread)Sanitizer|runtime error: ' \
+		"$IT_TMP"/*.log >/dev/null 2>&1; then
+		for f in $(grep -l -E 'ERROR: (Address|Leak|Thread)Sanitizer|runtime error: ' "$IT_TMP"/*.log); do
+			echo "--- sanitizer report in $f" >&2
+			grep -A 30 -E 'ERROR: (Address|Leak|Thread)Sanitizer|runtime error: ' "$f" | head -n 60 >&2
+		done
+		[ "$status" = 0 ] && status=1
+	fi
 	if [ -n "$IT_TMP" ]; then
 		if [ "$status" != 0 ] && [ "$status" != 77 ] && [ -n "${IT_KEEP:-}" ]; then
 			echo "IT_KEEP: logs and data left in $IT_TMP" >&2

@@ -78,7 +78,7 @@ replicas: $N_WEB
 user: root
 command: ["$testprog", http, "\${PORT}", --health-file, "$data/sick-\${ORCH_INSTANCE}"]
 ports: [{name: http}]
-health: {type: http, port: http, path: /healthz, interval: 200ms, timeout: 200ms, grace: 0s, unhealthy_threshold: 2}
+health: {type: http, port: http, path: /healthz, interval: 200ms, timeout: 200ms, grace: 2s, unhealthy_threshold: 2}
 restart: {policy: always, backoff: 100ms}
 EOF
 
@@ -162,7 +162,9 @@ echo "ok - $N instances re-adopted and reported ${elapsed_ms} ms after the new a
 after=$(snapshot)
 [ "$(echo "$before" | awk '{print $1, $2}')" = "$(echo "$after" | awk '{print $1, $2}')" ] ||
 	fail "pids changed across the agent restart: $(diff <(echo "$before") <(echo "$after") || true)"
-[ -z "$(echo "$after" | awk '$3 != 0')" ] || fail "instances were restarted: $(echo "$after" | awk '$3 != 0')"
+# restart counts as before the kill (a slow first start may have cost a restart before it, not since)
+[ "$(echo "$before" | awk '{print $1, $3}')" = "$(echo "$after" | awk '{print $1, $3}')" ] ||
+	fail "instances were restarted: $(diff <(echo "$before") <(echo "$after") || true)"
 ! grep -q 'exited while the agent was away' "$data/agent-b.log" || fail "the new agent saw an instance as dead"
 echo "ok - same pids, zero restarts"
 
@@ -191,13 +193,14 @@ echo "ok - the death of a re-adopted instance was seen and it was restarted"
 
 # --- 5. health checks resumed: a re-adopted instance turning unhealthy is restarted ---------------
 sick=$(pid_of ra-web-3)
+sick_restarts=$(snapshot | awk '$1 == "ra-web-3" {print $3}')
 touch "$data/sick-ra-web-3"
 unhealthy_restarted() {
 	local line
 	line=$(snapshot | awk '$1 == "ra-web-3"')
 	[ -n "$line" ] || return 1
 	set -- $line
-	[ "$2" != "$sick" ] && [ "$2" -gt 0 ] && [ "$3" -ge 1 ]
+	[ "$2" != "$sick" ] && [ "$2" -gt 0 ] && [ "$3" -gt "$sick_restarts" ]
 }
 wait_for 10 unhealthy_restarted || fail "ra-web-3 was not restarted while its health check failed"
 grep 'instance=ra-web-3' "$data/agent-b.log" | grep -q 'unhealthy: GET /healthz: 503' ||
