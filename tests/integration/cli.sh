@@ -431,6 +431,18 @@ agent_part() {
 }
 agent_part
 
+# The daemons stop here (a sanitizer build reports leaks at exit): any report is a failure.
+if [ -n "$agent_pid" ] && kill "$agent_pid" 2>/dev/null; then wait "$agent_pid" 2>/dev/null || true; fi
+if [ -n "$orchd_pid" ] && kill "$orchd_pid" 2>/dev/null; then wait "$orchd_pid" 2>/dev/null || true; fi
+agent_pid=
+orchd_pid=
+for log in "$tmp"/*.log; do
+	if grep -q -E 'ERROR: (Address|Leak|Thread)Sanitizer|runtime error: ' "$log" 2>/dev/null; then
+		fail "sanitizer report in $(basename "$log"):"
+		grep -A 30 -E 'ERROR: (Address|Leak|Thread)Sanitizer|runtime error: ' "$log" | head -n 60 | sed 's/^/  | /'
+	fi
+done
+
 if [ "$failures" -gt 0 ]; then
 	echo "$failures failures"
 	exit 1

@@ -232,3 +232,9 @@ for p in $(echo "$before" | awk '{print $2}'); do
 done
 [ -z "$(ls "$data/agent/instances"/*.json 2>/dev/null)" ] || fail "state files are left after the stop"
 echo "ok - SIGTERM without --keep-instances stopped all $N"
+
+# --- a sanitizer build's agents report what they found (leaks at exit) in their logs -----------------
+for f in "$data"/agent-*.log; do
+	! grep -q -E 'ERROR: (Address|Leak|Thread)Sanitizer|runtime error: ' "$f" ||
+		fail "sanitizer report in $f: $(grep -A 30 -E 'ERROR: (Address|Leak|Thread)Sanitizer|runtime error: ' "$f" | head -n 40)"
+done
