@@ -55,6 +55,10 @@ struct inst {
         struct orch_sv_port *ports;
         size_t n_ports;
         struct orch_log_file *log;
+        /* What the state file holds (0: nothing written yet): a write that would not change it is
+         * skipped, so that one transition costs one write however many steps lead to it. */
+        uint64_t state_hash;
+        size_t state_len;
         struct orch_health_check *check;
 
         /* the process, run by a driver */
@@ -462,18 +466,49 @@ static char *state_path(const struct inst *in)
         return orch_strdup_printf("%s/%s.json", in->sv->inst_dir, in->id);
 }
 
+/* Rewritten in place with one pwrite(): no new inode per write (a temp file and a rename cost
+ * about a millisecond each on a busy ext4, which 1,000 starts would pay twice). A write of a few
+ * KiB to a regular file is not torn by the death of the writer, and a shorter record is padded
+ * with spaces to the file's length — JSON ignores trailing white space — so the file never needs
+ * truncating. */
+static int write_state(const char *path, const char *text)
+{
+        _cleanup_(freep) char *padded = NULL;
+        _cleanup_(closep) int fd = -1;
+        size_t len = strlen(text);
+        struct stat st;
+        ssize_t n;
+
+        fd = open(path, O_WRONLY | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0600);
+        if (fd < 0)
+                return -errno;
+        if (fstat(fd, &st) == 0 && (size_t)st.st_size > len) {
+                padded = malloc((size_t)st.st_size);
+                if (!padded)
+                        return -ENOMEM;
+                memcpy(padded, text, len);
+                memset(padded + len, ' ', (size_t)st.st_size - len);
+                text = padded;
+                len = (size_t)st.st_size;
+        }
+        n = pwrite(fd, text, len, 0);
+        if (n < 0)
+                return -errno;
+        return (size_t)n == len ? 0 : -EIO;
+}
+
 /* Written without fsync: it must survive the agent's death, not the machine's (no instance
  * survives a reboot). Everything a next agent needs to find the instance again and to report it
  * unchanged: where it runs (the driver's part), its counters, health and last exit. */
 static void inst_persist(struct inst *in)
 {
-        _cleanup_(freep) char *path = state_path(in), *tmp = NULL, *s = NULL;
+        _cleanup_(freep) char *path = NULL, *s = NULL;
         _cleanup_json_ json_t *j = NULL, *spec = NULL, *ports = json_object();
-        struct stat st;
+        uint64_t hash;
         size_t len;
-        int fd;
+        int r;
 
-        if (!path || !ports || orch_service_to_json(in->spec, &spec) < 0)
+        if (!ports || orch_service_to_json(in->spec, &spec) < 0)
                 return;
         for (size_t i = 0; i < in->n_ports; i++)
                 json_object_set_new(ports, in->ports[i].name, json_integer(in->ports[i].port));
@@ -490,30 +525,23 @@ static void inst_persist(struct inst *in)
                 in->reason);
         if (!j || (in->unit && in->unit->ops->save(in->unit, j) < 0) || !(s = orch_json_dumps_compact(j)))
                 return;
-        /* Rewritten in place with one pwrite(): no new inode per write (a temp file and a rename
-         * cost about a millisecond each on a busy ext4, which 1,000 starts would pay twice). A
-         * write of a few KiB to a regular file is not torn by the death of the writer, and a
-         * shorter record is padded with spaces to the file's length — JSON ignores trailing
-         * white space — so the file never needs truncating. */
-        fd = open(path, O_WRONLY | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0600);
-        if (fd < 0) {
+        len = strlen(s);
+        hash = orch_hash_string(s);
+        if (in->state_len == len && in->state_hash == hash)
+                return;
+        path = state_path(in);
+        if (!path)
+                return;
+        r = write_state(path, s);
+        if (r < 0) {
                 orch_log(ORCH_LOG_WARN, &in->log_ctx, "could not write its state file %s: %s", path,
-                         strerror(errno));
+                         strerror(-r));
+                in->state_hash = 0;
+                in->state_len = 0;
                 return;
         }
-        len = strlen(s);
-        if (fstat(fd, &st) == 0 && (size_t)st.st_size > len) {
-                tmp = realloc(s, (size_t)st.st_size);
-                if (tmp) {
-                        s = TAKE_PTR(tmp);
-                        memset(s + len, ' ', (size_t)st.st_size - len);
-                        len = (size_t)st.st_size;
-                }
-        }
-        if (pwrite(fd, s, len, 0) != (ssize_t)len)
-                orch_log(ORCH_LOG_WARN, &in->log_ctx, "could not write its state file %s: %s", path,
-                         strerror(errno));
-        close(fd);
+        in->state_hash = hash;
+        in->state_len = len;
 }
 
 static void remove_tree(const char *path)
@@ -807,6 +835,8 @@ static void release_resources(struct inst *in, bool remove_files)
                         remove_tree(in->workdir);
                 if (path)
                         unlink(path);
+                in->state_hash = 0;
+                in->state_len = 0;
         }
 }
 

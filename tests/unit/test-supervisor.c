@@ -2,6 +2,7 @@
 #include "config.h"
 
 #include <signal.h>
+#include <sys/inotify.h>
 #include <sys/stat.h>
 
 #include <uv.h>
@@ -244,6 +245,61 @@ START_TEST(test_crash_loop_backoff)
 }
 END_TEST
 
+static bool four_restarts_running(struct fixture *f)
+{
+        return f->n > 0 && f->recs[f->n - 1].restarts >= 4 &&
+               f->recs[f->n - 1].state == ORCH_INSTANCE_RUNNING;
+}
+
+/* Writes (closes after a write) of the state file of `id` that the watch saw. */
+static size_t state_writes(int ifd, const char *id)
+{
+        char buf[64 * 1024] __attribute__((aligned(__alignof__(struct inotify_event))));
+        char name[64];
+        size_t n = 0;
+        ssize_t len;
+
+        orch_snprintf(name, sizeof name, "%s.json", id);
+        while ((len = read(ifd, buf, sizeof buf)) > 0)
+                for (char *p = buf; p < buf + len;) {
+                        const struct inotify_event *ev = (const struct inotify_event *)p;
+                        if (ev->len > 0 && streq(ev->name, name) && (ev->mask & IN_CLOSE_WRITE))
+                                n++;
+                        p += sizeof *ev + ev->len;
+                }
+        return n;
+}
+
+START_TEST(test_one_state_write_per_transition)
+{
+        struct fixture f;
+        char reason[256], dir[128];
+        size_t starts = 0, writes;
+        int ifd;
+
+        setup(&f);
+        orch_snprintf(dir, sizeof dir, "%s/instances", f.dir);
+        ifd = inotify_init1(IN_NONBLOCK | IN_CLOEXEC);
+        ck_assert_int_ge(ifd, 0);
+        /* IN_OPEN too: inotify merges an event with an identical one still queued, not across another */
+        ck_assert_int_ge(inotify_add_watch(ifd, dir, IN_OPEN | IN_CLOSE_WRITE), 0);
+        ck_assert_int_eq(start(&f, "flap-0",
+                               "kind: service\nname: flap\nuser: root\ncommand: 'sleep 0.2; exit 1'\n"
+                               "restart: {policy: always, backoff: 0s}\n",
+                               reason),
+                         0);
+        ck_assert(run_until(&f, four_restarts_running, 8000));
+        for (size_t i = 0; i < f.n; i++)
+                starts += f.recs[i].state == ORCH_INSTANCE_STARTING;
+        writes = state_writes(ifd, "flap-0");
+        /* each start is written once as starting and once as running: the pending state in between
+         * (backoff 0s) and the exit are folded into the first */
+        ck_assert_msg(writes == 2 * starts, "%zu state writes for %zu starts", writes, starts);
+        close(ifd);
+        teardown(&f);
+}
+END_TEST
+
 static bool is_failed(struct fixture *f)
 {
         return has_state(f, ORCH_INSTANCE_FAILED, 0);
@@ -371,6 +427,7 @@ static Suite *supervisor_suite(void)
         tcase_set_timeout(tc, 60);
         tcase_add_test(tc, test_start_stop);
         tcase_add_test(tc, test_crash_loop_backoff);
+        tcase_add_test(tc, test_one_state_write_per_transition);
         tcase_add_test(tc, test_missing_binary);
         tcase_add_test(tc, test_double_fork_cleaned);
         tcase_add_test(tc, test_environment);
