@@ -27,13 +27,29 @@
 #define DEFAULT_PATH          "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 #define RLIMIT_NOFILE_DEFAULT 65536
 
+/*
+ * A service spec shared by the instances of one revision: copied and serialised once, however
+ * many replicas run it (a copy goes through the canonical JSON form and cost about 60 µs an
+ * instance; every state write serialised the whole spec again). Reference-counted by its
+ * instances (and a pending supersede); in sv->specs under "<service>/<revision>" while it is there.
+ */
+struct sv_spec {
+        struct orch_hmap_node hnode;
+        unsigned n_ref;
+        bool in_map;
+        struct orch_service *spec;
+        char *json; /* its canonical JSON text, spliced into every state file */
+        char revision[ORCH_REVISION_LEN + 1];
+        char key[]; /* "<service>/<revision>" */
+};
+
 struct inst {
         struct orch_hmap_node hnode;
         struct orch_supervisor *sv;
         char *id;
-        char revision[ORCH_REVISION_LEN + 1];
         uint64_t generation;
-        struct orch_service *spec;
+        struct sv_spec *shared;
+        const struct orch_service *spec; /* shared->spec */
         struct orch_log_ctx log_ctx;
 
         enum orch_instance_state state;
@@ -104,6 +120,7 @@ struct orch_supervisor {
         char *inst_dir;
         char *node_name;
         struct orch_hmap instances;
+        struct orch_hmap specs; /* struct sv_spec by "<service>/<revision>" */
         size_t n;
         size_t alive; /* instance objects not yet freed (forgotten ones close their handles first) */
         bool freed;   /* orch_supervisor_free() was called: the last instance object frees sv */
@@ -151,7 +168,7 @@ static void fill_info(const struct inst *in, struct orch_sv_info *info)
         *info = (struct orch_sv_info){
                 .id = in->id,
                 .service = in->spec->name,
-                .revision = in->revision,
+                .revision = in->shared->revision,
                 .generation = in->generation,
                 .state = in->state,
                 .health = in->health,
@@ -199,6 +216,87 @@ static void set_state(struct inst *in, enum orch_instance_state to, const char *
         in->state = to;
         set_reason(in, reason);
         emit(in, false);
+}
+
+/* --- shared specs ------------------------------------------------------------------------------ */
+
+static struct sv_spec *spec_ref(struct sv_spec *s)
+{
+        s->n_ref++;
+        return s;
+}
+
+static void spec_unref(struct orch_supervisor *sv, struct sv_spec *s)
+{
+        if (!s || --s->n_ref > 0)
+                return;
+        if (s->in_map)
+                orch_hmap_remove(&sv->specs, &s->hnode);
+        orch_service_free(s->spec);
+        free(s->json);
+        free(s);
+}
+
+/* Takes `spec` (also on failure). The new spec is in sv->specs unless another holds its key (a
+ * re-adopted instance whose recorded spec differs from one already there under its revision). */
+static int spec_new(struct orch_supervisor *sv, struct orch_service *spec, const char *revision,
+                    struct sv_spec **ret)
+{
+        _cleanup_(orch_service_freep) struct orch_service *owned = spec;
+        _cleanup_json_ json_t *j = NULL;
+        _cleanup_(freep) char *key = orch_strdup_printf("%s/%s", spec->name, revision);
+        struct sv_spec *s;
+        size_t len;
+        int r;
+
+        if (!key)
+                return -ENOMEM;
+        len = strlen(key);
+        s = calloc(1, sizeof *s + len + 1);
+        if (!s)
+                return -ENOMEM;
+        memcpy(s->key, key, len + 1);
+        orch_strlcpy(s->revision, revision, sizeof s->revision);
+        r = orch_service_to_json(owned, &j);
+        if (r < 0 || !(s->json = orch_json_dumps_canonical(j))) {
+                free(s);
+                return r < 0 ? r : -ENOMEM;
+        }
+        s->spec = TAKE_PTR(owned);
+        s->n_ref = 1;
+        s->in_map = orch_hmap_insert(&sv->specs, &s->hnode, s->key) >= 0;
+        *ret = s;
+        return 0;
+}
+
+/* The shared copy for (spec->name, revision), made from `spec` when there is none. The revision
+ * names the instance template (orch_service_revision()): the replicas, update and route it leaves
+ * out say nothing about an instance, so the copy first given for a revision serves all. */
+static int spec_get(struct orch_supervisor *sv, const struct orch_service *spec, const char *revision,
+                    struct sv_spec **ret)
+{
+        char rev[ORCH_REVISION_LEN + 1], key[ORCH_NAME_MAX + 1 + ORCH_REVISION_LEN + 1];
+        struct orch_service *copy = NULL;
+        struct sv_spec *s;
+        int r;
+
+        if (!revision || !*revision) {
+                r = orch_service_revision(spec, rev);
+                if (r < 0)
+                        return r;
+                revision = rev;
+        }
+        if (orch_snprintf(key, sizeof key, "%s/%s", spec->name, revision) >= 0) {
+                s = orch_hmap_entry(orch_hmap_get(&sv->specs, key), struct sv_spec, hnode);
+                if (s) {
+                        *ret = spec_ref(s);
+                        return 0;
+                }
+        }
+        r = orch_service_dup(spec, &copy);
+        if (r < 0)
+                return r;
+        return spec_new(sv, copy, revision, ret);
 }
 
 /* --- resolution of users, environment, ports ------------------------------------------------ */
@@ -391,7 +489,7 @@ static void inst_free_now(struct inst *in)
 {
         struct orch_supervisor *sv = in->sv;
 
-        orch_service_free(in->spec);
+        spec_unref(sv, in->shared);
         orch_strv_free(in->envp);
         orch_strv_free(in->argv);
         for (size_t i = 0; i < in->n_ports; i++)
@@ -502,29 +600,40 @@ static int write_state(const char *path, const char *text)
  * unchanged: where it runs (the driver's part), its counters, health and last exit. */
 static void inst_persist(struct inst *in)
 {
-        _cleanup_(freep) char *path = NULL, *s = NULL;
-        _cleanup_json_ json_t *j = NULL, *spec = NULL, *ports = json_object();
+        _cleanup_(freep) char *path = NULL, *rest = NULL, *s = NULL;
+        _cleanup_json_ json_t *j = NULL, *ports = json_object();
+        struct orch_buf b = {0};
         uint64_t hash;
         size_t len;
         int r;
 
-        if (!ports || orch_service_to_json(in->spec, &spec) < 0)
+        if (!ports)
                 return;
         for (size_t i = 0; i < in->n_ports; i++)
                 json_object_set_new(ports, in->ports[i].name, json_integer(in->ports[i].port));
         j = json_pack(
-                "{s:s, s:s, s:I, s:s, s:O, s:s, s:i, s:O, s:I, s:I, s:I, s:s, s:b, s:b, s:b, s:i, s:i, "
-                "s:b, s:s?}",
-                "id", in->id, "revision", in->revision, "generation", (json_int_t)in->generation, "driver",
-                orch_driver_to_string(in->driver), "spec", spec, "state",
+                "{s:s, s:s, s:I, s:s, s:s, s:i, s:O, s:I, s:I, s:I, s:s, s:b, s:b, s:b, s:i, s:i, s:b, "
+                "s:s?}",
+                "id", in->id, "revision", in->shared->revision, "generation", (json_int_t)in->generation,
+                "driver", orch_driver_to_string(in->driver), "state",
                 orch_instance_state_to_string(in->state), "pid", (int)in->pid, "ports", ports, "restarts",
                 (json_int_t)in->restarts, "failures", (json_int_t)in->failures, "started_at",
                 (json_int_t)in->started_at, "health", orch_health_state_to_string(in->health), "own_workdir",
                 in->own_workdir, "stop_requested", in->stop_requested, "has_exit", in->has_exit, "exit_code",
                 in->exit_code, "exit_signal", in->exit_signal, "exit_oom", in->exit_oom, "reason",
                 in->reason);
-        if (!j || (in->unit && in->unit->ops->save(in->unit, j) < 0) || !(s = orch_json_dumps_compact(j)))
+        if (!j || (in->unit && in->unit->ops->save(in->unit, j) < 0) || !(rest = orch_json_dumps_compact(j)))
                 return;
+        /* the spec's text is made once per revision: spliced in, not serialised again */
+        orch_buf_puts(&b, "{\"spec\":");
+        orch_buf_puts(&b, in->shared->json);
+        orch_buf_putc(&b, ',');
+        orch_buf_puts(&b, rest + 1);
+        if (b.oom) {
+                orch_buf_release(&b);
+                return;
+        }
+        s = orch_buf_steal(&b);
         len = strlen(s);
         hash = orch_hash_string(s);
         if (in->state_len == len && in->state_hash == hash)
@@ -1075,8 +1184,9 @@ static int inst_prepare(struct inst *in, const uint16_t *fixed_ports, bool exist
         return drv->ops->prepare(drv, &dp, existing, &in->unit, reason, reason_size);
 }
 
+/* The instance takes a reference to `shared`. */
 static struct inst *inst_new(struct orch_supervisor *sv, const char *id, uint64_t generation,
-                             const struct orch_service *spec, const char *revision, enum orch_driver driver)
+                             struct sv_spec *shared, enum orch_driver driver)
 {
         struct inst *in = calloc(1, sizeof *in);
 
@@ -1087,12 +1197,12 @@ static struct inst *inst_new(struct orch_supervisor *sv, const char *id, uint64_
         in->exit_code = -1;
         in->generation = generation;
         in->id = strdup(id);
-        orch_strlcpy(in->revision, revision ? revision : "", sizeof in->revision);
-        if (!in->id || orch_service_dup(spec, &in->spec) < 0) {
-                free(in->id);
+        if (!in->id) {
                 free(in);
                 return NULL;
         }
+        in->shared = spec_ref(shared);
+        in->spec = shared->spec;
         in->log_ctx = (struct orch_log_ctx){.service = in->spec->name, .instance = in->id};
         sv->alive++;
         in->state = ORCH_INSTANCE_PENDING;
@@ -1127,47 +1237,52 @@ static int check_sandbox(const struct orch_service *spec, enum orch_driver drive
         return -EOPNOTSUPP;
 }
 
+static int start_shared(struct orch_supervisor *sv, const char *id, uint64_t generation,
+                        struct sv_spec *shared, char *reason, size_t reason_size);
+
 struct superseding {
         struct orch_supervisor *sv;
         uint64_t generation;
-        struct orch_service *spec;
-        char revision[ORCH_REVISION_LEN + 1];
+        struct sv_spec *shared;
 };
 
 static void supersede_done(void *userdata, const char *id)
 {
         struct superseding *p = userdata;
-        char reason[ORCH_SV_REASON_MAX];
+        char reason[ORCH_SV_REASON_MAX] = "";
 
         if (!p->sv->shutting_down &&
-            orch_supervisor_start(p->sv, id, p->generation, p->spec, p->revision, reason, sizeof reason) < 0)
+            start_shared(p->sv, id, p->generation, p->shared, reason, sizeof reason) < 0)
                 log_error("instance %s: cannot start generation %" PRIu64 ": %s", id, p->generation, reason);
-        orch_service_free(p->spec);
+        spec_unref(p->sv, p->shared);
         free(p);
 }
 
-static int supersede(struct orch_supervisor *sv, const char *id, uint64_t generation,
-                     const struct orch_service *spec, const char *revision)
+/* Takes the caller's reference to `shared`. */
+static int supersede(struct orch_supervisor *sv, const char *id, uint64_t generation, struct sv_spec *shared)
 {
         struct superseding *p = calloc(1, sizeof *p);
+        int r;
 
-        if (!p)
-                return -ENOMEM;
-        if (orch_service_dup(spec, &p->spec) < 0) {
-                free(p);
+        if (!p) {
+                spec_unref(sv, shared);
                 return -ENOMEM;
         }
-        p->sv = sv;
-        p->generation = generation;
-        orch_strlcpy(p->revision, revision ? revision : "", sizeof p->revision);
-        return orch_supervisor_stop(sv, id, "superseded by a newer generation", supersede_done, p);
+        *p = (struct superseding){.sv = sv, .generation = generation, .shared = shared};
+        r = orch_supervisor_stop(sv, id, "superseded by a newer generation", supersede_done, p);
+        if (r < 0) {
+                spec_unref(sv, shared);
+                free(p);
+        }
+        return r;
 }
 
 int orch_supervisor_start(struct orch_supervisor *sv, const char *id, uint64_t generation,
                           const struct orch_service *spec, const char *revision, char *reason,
                           size_t reason_size)
 {
-        struct inst *in = find(sv, id), *nin;
+        struct inst *in = find(sv, id);
+        struct sv_spec *shared = NULL;
         int r;
 
         *reason = '\0';
@@ -1184,14 +1299,32 @@ int orch_supervisor_start(struct orch_supervisor *sv, const char *id, uint64_t g
                                       id, in->generation, generation);
                         return -ESTALE;
                 }
-                /* a newer placement of the same id replaces the copy we hold: start it once the
-                 * old copy is gone */
-                return supersede(sv, id, generation, spec, revision);
         }
+        r = spec_get(sv, spec, revision, &shared);
+        if (r < 0) {
+                orch_snprintf(reason, reason_size, "cannot keep its spec: %s", strerror(-r));
+                return r;
+        }
+        /* a newer placement of the same id replaces the copy we hold: start it once the old copy is
+         * gone */
+        if (in)
+                return supersede(sv, id, generation, shared);
+        r = start_shared(sv, id, generation, shared, reason, reason_size);
+        spec_unref(sv, shared);
+        return r;
+}
+
+static int start_shared(struct orch_supervisor *sv, const char *id, uint64_t generation,
+                        struct sv_spec *shared, char *reason, size_t reason_size)
+{
+        const struct orch_service *spec = shared->spec;
+        struct inst *nin;
+        int r;
+
         r = check_sandbox(spec, effective_driver(sv, spec), reason, reason_size);
         if (r < 0)
                 return r;
-        nin = inst_new(sv, id, generation, spec, revision, effective_driver(sv, spec));
+        nin = inst_new(sv, id, generation, shared, effective_driver(sv, spec));
         if (!nin)
                 return -ENOMEM;
         r = inst_prepare(nin, NULL, false, reason, reason_size);
@@ -1311,7 +1444,8 @@ int orch_supervisor_usage(const struct orch_supervisor *sv, const char *id, stru
 
 struct saved {
         json_t *j;
-        struct orch_service *spec;
+        struct sv_spec *shared;
+        const struct orch_service *spec; /* shared->spec */
         const char *id;
         const char *revision;
         uint64_t generation;
@@ -1321,12 +1455,78 @@ struct saved {
         bool own_workdir;
 };
 
-static int load_saved(struct orch_supervisor *sv, const char *file, struct saved *ret)
+/* The specs met during one recovery, by "<service>/<revision>", with the JSON they were read from:
+ * each distinct spec is parsed once, not once per state file. */
+struct seen_spec {
+        struct orch_hmap_node hnode;
+        json_t *j;
+        struct sv_spec *shared;
+        char key[];
+};
+
+static void seen_specs_release(struct orch_supervisor *sv, struct orch_hmap *seen)
+{
+        struct orch_hmap_iter it;
+        struct orch_hmap_node *n;
+
+        for (n = orch_hmap_first(seen, &it); n; n = orch_hmap_next(seen, &it)) {
+                struct seen_spec *e = container_of(n, struct seen_spec, hnode);
+                orch_hmap_remove(seen, n);
+                json_decref(e->j);
+                spec_unref(sv, e->shared);
+                free(e);
+        }
+        orch_hmap_release(seen);
+}
+
+/* The shared spec of a state file: one met before with the same JSON, or parsed (and validated) now. */
+static int saved_spec(struct orch_supervisor *sv, struct orch_hmap *seen, json_t *spec, const char *revision,
+                      const char *path, struct sv_spec **ret)
+{
+        _cleanup_(freep) char *key = NULL;
+        struct orch_service *parsed = NULL;
+        struct orch_diags d = {0};
+        const char *name = NULL;
+        struct seen_spec *e;
+        size_t len;
+        int r;
+
+        if (orch_json_get_string(spec, "name", &name) < 0 ||
+            !(key = orch_strdup_printf("%s/%s", name, revision)))
+                return -EINVAL;
+        e = orch_hmap_entry(orch_hmap_get(seen, key), struct seen_spec, hnode);
+        if (e && json_equal(e->j, spec)) {
+                *ret = spec_ref(e->shared);
+                return 0;
+        }
+        r = orch_service_from_json(spec, path, &parsed, &d);
+        orch_diags_release(&d);
+        if (r < 0)
+                return r;
+        r = spec_new(sv, parsed, revision, ret);
+        if (r < 0 || e)
+                return r; /* another spec under the same key (files written by different agents) */
+        len = strlen(key);
+        e = calloc(1, sizeof *e + len + 1);
+        if (!e)
+                return 0; /* only the next files of this spec pay a parse */
+        memcpy(e->key, key, len + 1);
+        e->j = json_incref(spec);
+        e->shared = spec_ref(*ret);
+        if (orch_hmap_insert(seen, &e->hnode, e->key) < 0) {
+                json_decref(e->j);
+                spec_unref(sv, e->shared);
+                free(e);
+        }
+        return 0;
+}
+
+static int load_saved(struct orch_supervisor *sv, struct orch_hmap *seen, const char *file,
+                      struct saved *ret)
 {
         _cleanup_(freep) char *path = orch_strdup_printf("%s/%s", sv->inst_dir, file);
         const char *driver = NULL, *state = NULL;
         json_t *spec;
-        struct orch_diags d = {0};
         int r;
 
         if (!path)
@@ -1341,10 +1541,10 @@ static int load_saved(struct orch_supervisor *sv, const char *file, struct saved
         /* the file is named after the instance: two files can never claim one id */
         if (strlen(file) != strlen(ret->id) + 5 || strncmp(file, ret->id, strlen(ret->id)) != 0)
                 return -EINVAL;
-        r = orch_service_from_json(spec, path, &ret->spec, &d);
-        orch_diags_release(&d);
+        r = saved_spec(sv, seen, spec, ret->revision, path, &ret->shared);
         if (r < 0)
                 return r;
+        ret->spec = ret->shared->spec;
         /* files of agents before drivers and states were recorded: exec, and written while it ran */
         if (orch_json_get_string(ret->j, "driver", &driver) >= 0 &&
             (orch_driver_from_string(driver, &ret->driver) < 0 || ret->driver == ORCH_DRIVER_DEFAULT))
@@ -1357,10 +1557,10 @@ static int load_saved(struct orch_supervisor *sv, const char *file, struct saved
         return 0;
 }
 
-static void saved_release(struct saved *s)
+static void saved_release(struct orch_supervisor *sv, struct saved *s)
 {
         json_decref(s->j);
-        orch_service_free(s->spec);
+        spec_unref(sv, s->shared);
 }
 
 /* Kills what is left of a saved instance and removes its files. -ENOTCONN (its driver cannot be
@@ -1454,7 +1654,8 @@ static int restore_ended(struct inst *in, const struct saved *s, const uint16_t 
         return 0;
 }
 
-static void recover_one(struct orch_supervisor *sv, const char *file, bool adopt, size_t *adopted)
+static void recover_one(struct orch_supervisor *sv, struct orch_hmap *seen, const char *file, bool adopt,
+                        size_t *adopted)
 {
         struct saved s = {0};
         struct inst *in = NULL;
@@ -1463,7 +1664,7 @@ static void recover_one(struct orch_supervisor *sv, const char *file, bool adopt
         pid_t pid = 0;
         int r;
 
-        r = load_saved(sv, file, &s);
+        r = load_saved(sv, seen, file, &s);
         if (r < 0) {
                 _cleanup_(freep) char *path = orch_strdup_printf("%s/%s", sv->inst_dir, file);
                 log_warn("instance state %s is unreadable (%s); removing it", file, strerror(-r));
@@ -1480,7 +1681,7 @@ static void recover_one(struct orch_supervisor *sv, const char *file, bool adopt
                               "was being stopped when the previous agent went away: finishing the stop");
                 goto out;
         }
-        in = inst_new(sv, s.id, s.generation, s.spec, s.revision, s.driver);
+        in = inst_new(sv, s.id, s.generation, s.shared, s.driver);
         ports = saved_ports(&s);
         if (!in || !ports) {
                 log_error("instance %s: cannot re-adopt: out of memory", s.id);
@@ -1560,7 +1761,7 @@ static void recover_one(struct orch_supervisor *sv, const char *file, bool adopt
                 inst_exited(in, &e);
         }
 out:
-        saved_release(&s);
+        saved_release(sv, &s);
 }
 
 static bool is_known(void *userdata, const char *id)
@@ -1571,15 +1772,17 @@ static bool is_known(void *userdata, const char *id)
 int orch_supervisor_recover(struct orch_supervisor *sv, bool adopt)
 {
         DIR *d = opendir(sv->inst_dir);
+        struct orch_hmap seen = {0};
         struct dirent *de;
         size_t adopted = 0;
 
         if (d) {
                 while ((de = readdir(d)))
                         if (orch_endswith(de->d_name, ".json") && de->d_name[0] != '.')
-                                recover_one(sv, de->d_name, adopt, &adopted);
+                                recover_one(sv, &seen, de->d_name, adopt, &adopted);
                 closedir(d);
         }
+        seen_specs_release(sv, &seen);
         /* what no state file explains: orphans of a crash between creation and the first state
          * write, or of an older installation */
         for (size_t i = 0; i < _ORCH_DRIVER_MAX; i++)
@@ -1648,6 +1851,7 @@ int orch_supervisor_new(uv_loop_t *loop, const struct orch_supervisor_config *cf
 static void supervisor_free_now(struct orch_supervisor *sv)
 {
         orch_hmap_release(&sv->instances);
+        orch_hmap_release(&sv->specs);
         for (size_t i = 0; i < sv->n_creds; i++) {
                 free(sv->creds[i].user);
                 free(sv->creds[i].group);

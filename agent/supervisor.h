@@ -83,7 +83,11 @@ int orch_supervisor_new(uv_loop_t *loop, const struct orch_supervisor_config *cf
 void orch_supervisor_free(struct orch_supervisor *sv);
 
 /*
- * Starts an instance. The spec is copied. Returns 0 once the instance is accepted (its events
+ * Starts an instance. `revision` is the spec's orch_service_revision() (NULL: computed here). The
+ * spec is copied once per service and revision and the copy shared by their instances: a later
+ * start with the same revision uses the copy first given, whatever its replicas, update and route
+ * (which the revision leaves out, and which say nothing about an instance); the caller keeps
+ * `spec`. Returns 0 once the instance is accepted (its events
  * follow: pending, starting, running...), or -errno with a reason for a person: a user that does
  * not exist, root without --allow-root, a driver this agent cannot run (with the driver's reason,
  * "driver systemd: no systemd manager reachable at ..."), a systemd-only sandbox option with the

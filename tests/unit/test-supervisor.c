@@ -65,10 +65,26 @@ static void on_event(void *ud, const struct orch_sv_info *info)
                 orch_strlcpy(f->cgroup, info->cgroup, sizeof f->cgroup);
 }
 
+static void new_supervisor(struct fixture *f)
+{
+        struct orch_supervisor_config cfg = {
+                .data_dir = f->dir,
+                .node_name = "node-1",
+                .cgroups = f->root,
+                .ports = f->ports,
+                .logs = f->logs,
+                .allow_root = true,
+                .default_driver = ORCH_DRIVER_EXEC,
+                .on_event = on_event,
+                .userdata = f,
+        };
+
+        ck_assert_int_eq(orch_supervisor_new(&f->loop, &cfg, &f->sv), 0);
+}
+
 static void setup(struct fixture *f)
 {
         char reason[256];
-        struct orch_supervisor_config cfg = {0};
 
         memset(f, 0, sizeof *f);
         if (geteuid() != 0) {
@@ -85,18 +101,7 @@ static void setup(struct fixture *f)
                       reason);
         ck_assert_int_eq(orch_ports_new(31000, 31999, &f->ports), 0);
         ck_assert_int_eq(orch_logs_new(&f->loop, f->dir, 50, &f->logs), 0);
-        cfg = (struct orch_supervisor_config){
-                .data_dir = f->dir,
-                .node_name = "node-1",
-                .cgroups = f->root,
-                .ports = f->ports,
-                .logs = f->logs,
-                .allow_root = true,
-                .default_driver = ORCH_DRIVER_EXEC,
-                .on_event = on_event,
-                .userdata = f,
-        };
-        ck_assert_int_eq(orch_supervisor_new(&f->loop, &cfg, &f->sv), 0);
+        new_supervisor(f);
 }
 
 static void shutdown_done(void *ud)
@@ -166,7 +171,7 @@ static struct orch_service *spec(const char *yaml)
 static int start(struct fixture *f, const char *id, const char *yaml, char *reason)
 {
         _cleanup_(orch_service_freep) struct orch_service *s = spec(yaml);
-        return orch_supervisor_start(f->sv, id, 1, s, "0123456789abcdef", reason, 256);
+        return orch_supervisor_start(f->sv, id, 1, s, NULL, reason, 256);
 }
 
 static bool is_running(struct fixture *f)
@@ -300,6 +305,76 @@ START_TEST(test_one_state_write_per_transition)
 }
 END_TEST
 
+static bool four_running(struct fixture *f)
+{
+        size_t counts[_ORCH_INSTANCE_STATE_MAX];
+
+        orch_supervisor_counts(f->sv, counts);
+        return counts[ORCH_INSTANCE_RUNNING] == 4;
+}
+
+#define SPEC_A "kind: service\nname: a\nuser: root\ncommand: [/bin/sleep, '300']\n"
+
+/* Replicas of one revision share a spec, another revision of the same service has its own; a new
+ * supervisor re-adopts all of them from their state files (which carry each one's spec). */
+START_TEST(test_shared_specs_readopted)
+{
+        static const char *const ids[] = {"a-0", "a-1", "a-2", "b-0"};
+        struct fixture f;
+        struct orch_sv_info info;
+        char reason[256], revs[4][ORCH_REVISION_LEN + 1], path[128];
+        pid_t pids[4];
+        bool done = false;
+
+        setup(&f);
+        ck_assert_int_eq(start(&f, "a-0", SPEC_A, reason), 0);
+        ck_assert_int_eq(start(&f, "a-1", SPEC_A "replicas: 2\n", reason), 0);
+        ck_assert_int_eq(start(&f, "a-2",
+                               "kind: service\nname: a\nuser: root\ncommand: [/bin/sleep, '301']\n", reason),
+                         0);
+        ck_assert_int_eq(start(&f, "b-0",
+                               "kind: service\nname: b\nuser: root\ncommand: [/bin/sleep, '302']\n", reason),
+                         0);
+        ck_assert(run_until(&f, four_running, 5000));
+        for (size_t i = 0; i < 4; i++) {
+                ck_assert_int_eq(orch_supervisor_info(f.sv, ids[i], &info), 0);
+                pids[i] = info.pid;
+                orch_strlcpy(revs[i], info.revision, sizeof revs[i]);
+        }
+        ck_assert_str_eq(revs[0], revs[1]);
+        ck_assert_str_ne(revs[0], revs[2]);
+
+        orch_supervisor_shutdown(f.sv, true, shutdown_done, &done);
+        for (int i = 0; i < 100 && !done; i++)
+                uv_run(&f.loop, UV_RUN_NOWAIT);
+        ck_assert(done);
+        orch_supervisor_free(f.sv);
+        new_supervisor(&f);
+        ck_assert_int_eq(orch_supervisor_recover(f.sv, true), 4);
+        for (size_t i = 0; i < 4; i++) {
+                ck_assert_int_eq(orch_supervisor_info(f.sv, ids[i], &info), 0);
+                ck_assert_int_eq(info.pid, pids[i]);
+                ck_assert_int_eq(info.state, ORCH_INSTANCE_RUNNING);
+                ck_assert_str_eq(info.revision, revs[i]);
+                ck_assert_str_eq(info.service, i < 3 ? "a" : "b");
+        }
+        /* each one's own spec, through a restart: a-2 comes back running sleep 301 */
+        kill(pids[2], SIGKILL);
+        f.n = 0;
+        ck_assert(run_until(&f, is_running, 5000));
+        ck_assert_int_eq(orch_supervisor_info(f.sv, "a-2", &info), 0);
+        ck_assert_int_ne(info.pid, pids[2]);
+        orch_snprintf(path, sizeof path, "/proc/%d/cmdline", (int)info.pid);
+        {
+                _cleanup_(freep) char *cmd = NULL;
+                size_t len = 0;
+                ck_assert_int_eq(orch_read_file(path, 4096, &cmd, &len), 0);
+                ck_assert_msg(len > 10 && streq(cmd + strlen(cmd) + 1, "301"), "a-2 runs %s", cmd);
+        }
+        teardown(&f);
+}
+END_TEST
+
 static bool is_failed(struct fixture *f)
 {
         return has_state(f, ORCH_INSTANCE_FAILED, 0);
@@ -428,6 +503,7 @@ static Suite *supervisor_suite(void)
         tcase_add_test(tc, test_start_stop);
         tcase_add_test(tc, test_crash_loop_backoff);
         tcase_add_test(tc, test_one_state_write_per_transition);
+        tcase_add_test(tc, test_shared_specs_readopted);
         tcase_add_test(tc, test_missing_binary);
         tcase_add_test(tc, test_double_fork_cleaned);
         tcase_add_test(tc, test_environment);
