@@ -178,8 +178,8 @@ run() {
 
 	local -a flags=(--data-dir "$dir/data" --api-listen "127.0.0.1:$api" --agent-listen "127.0.0.1:$agent"
 		--log-level warn)
-	# the gateway is not part of the measurement (an orchd without one has no such flag)
-	"$orchd" --help 2>&1 | grep -q -- --gateway-listen && flags+=(--gateway-listen '')
+	# the gateway is not part of the measurement
+	flags+=(--gateway-listen '')
 	[ "$fsync" = 1 ] || flags+=(--store-no-fsync)
 	(cd "$dir" && exec "${wrap[@]}" "$orchd" "${flags[@]}" "${extra[@]}") 2>"$dir/orchd.log" &
 	orchd_pid=$!

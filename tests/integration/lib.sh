@@ -263,11 +263,14 @@ it_hub() {
 # its API answers. Flags: IT_ORCHD_EXTRA, then these.
 it_orchd_start() {
 	local -a gw=()
+	local a
 	[ -z "$IT_ORCHD_PID" ] || it_fail "orchd is already running (pid $IT_ORCHD_PID)"
 	# the gateway defaults to 127.0.0.1:8080, which other tests may hold: off unless asked for
-	if "$IT_ORCHD_BIN" --help 2>&1 | grep -q -- '--gateway-listen' && ! printf '%s\n' "$@" "${IT_ORCHD_EXTRA[@]}" | grep -q -- '--gateway-listen'; then
-		gw=(--gateway-listen '')
-	fi
+	# (matched in the shell: "cmd | grep -q" under pipefail fails when grep exits before cmd is done)
+	gw=(--gateway-listen '')
+	for a in "$@" "${IT_ORCHD_EXTRA[@]}"; do
+		[ "$a" != --gateway-listen ] || gw=()
+	done
 	# never a shell function in the background: $! would be a subshell, not orchd (nsenter execs)
 	local -a pre=()
 	[ "$IT_NETNS" -gt 0 ] && pre=(nsenter --net="/run/netns/$(it_ns hub)")

@@ -187,7 +187,7 @@ restarted() {
 	[ "$4" = running ] && [ "$2" != "$victim" ] && [ "$2" -gt 0 ] && [ "$3" = 1 ]
 }
 wait_for 5 restarted || fail "ra-log-7 was not restarted after its process died: $(snapshot | grep ra-log-7)"
-grep 'instance=ra-log-7' "$data/agent-b.log" | grep -q 'status unknown: re-adopted after an agent restart' ||
+grep -F 'instance=ra-log-7' "$data/agent-b.log" | grep -F 'status unknown: re-adopted after an agent restart' >/dev/null ||
 	fail "no exit was reported for ra-log-7"
 echo "ok - the death of a re-adopted instance was seen and it was restarted"
 
@@ -203,7 +203,7 @@ unhealthy_restarted() {
 	[ "$2" != "$sick" ] && [ "$2" -gt 0 ] && [ "$3" -gt "$sick_restarts" ]
 }
 wait_for 10 unhealthy_restarted || fail "ra-web-3 was not restarted while its health check failed"
-grep 'instance=ra-web-3' "$data/agent-b.log" | grep -q 'unhealthy: GET /healthz: 503' ||
+grep -F 'instance=ra-web-3' "$data/agent-b.log" | grep -F 'unhealthy: GET /healthz: 503' >/dev/null ||
 	fail "ra-web-3 was not restarted for its failing health check"
 rm -f "$data/sick-ra-web-3"
 wait_for 10 all_running || fail "not all instances are running again: $(running_count)"
