@@ -90,6 +90,9 @@ struct orch_conn {
         uint64_t heartbeat_ms, ttl_ms;
         uint64_t last_heard_usec;
         uint64_t beat_seq, event_seq;
+        /* An instance changed after the hello reported it and before the welcome: its events were not
+         * sent (orchd takes none before it welcomes), so every instance is reported again then. */
+        bool changed_in_hello;
         struct orch_proto_reader reader;
         struct orch_buf out, inflight;
         uv_write_t write_req;
@@ -207,8 +210,10 @@ void orch_conn_event(struct orch_conn *c, const struct orch_sv_info *info)
         struct orch_proto_port ports[ORCH_PROTO_MAX_PORTS];
         struct orch_proto_msg m = {.type = ORCH_PROTO_EVENT};
 
+        if (c->state == STATE_HELLO)
+                c->changed_in_hello = true;
         if (c->state != STATE_READY)
-                return; /* the next hello carries the state */
+                return; /* the next hello (or the welcome's resend) carries the state */
         m.event.seq = ++c->event_seq;
         fill_report(info, &m.event.report, ports);
         send_msg(c, &m);
@@ -265,6 +270,7 @@ static void send_hello(struct orch_conn *c)
                 .n_instances = h.n,
         };
         c->state = STATE_HELLO;
+        c->changed_in_hello = false;
         send_msg(c, &m);
         free(h.reports);
         free(h.ports);
@@ -481,6 +487,11 @@ static void handle_logs(struct orch_conn *c, const struct orch_proto_logs *l)
         c->streams = s;
 }
 
+static void report_cb(void *userdata, const struct orch_sv_info *info)
+{
+        orch_conn_event(userdata, info);
+}
+
 static void handle_welcome(struct orch_conn *c, const struct orch_proto_welcome *w)
 {
         c->heartbeat_ms = w->heartbeat_ms;
@@ -490,6 +501,12 @@ static void handle_welcome(struct orch_conn *c, const struct orch_proto_welcome 
         uv_timer_stop(&c->orphan);
         log_info("registered with orchd at %s as node %s (heartbeat %" PRIu64 " ms, ttl %" PRIu64 " ms)",
                  c->cfg.server, w->node, w->heartbeat_ms, w->ttl_ms);
+        /* The hello's reports are older than what changed since: without this an instance that
+         * became running meanwhile would stay starting in orchd's view until its next change. */
+        if (c->changed_in_hello) {
+                c->changed_in_hello = false;
+                orch_supervisor_foreach(c->sv, report_cb, c);
+        }
         if (c->cfg.on_ready)
                 c->cfg.on_ready(c->cfg.userdata);
 }

@@ -163,6 +163,10 @@ tests_unit_test_driver_systemd_LDADD = $(AGENT_LIBS) $(UNIT_LDADD)
 TESTS += tests/integration/readopt.sh
 EXTRA_DIST += tests/integration/readopt.sh
 
+## A real agent against a scripted orchd: what changes between the hello and the welcome is reported.
+TESTS += tests/integration/agent-hello.sh
+EXTRA_DIST += tests/integration/agent-hello.sh
+
 ## The systemd units as built pass systemd-analyze verify.
 TESTS += tests/integration/units.sh
 EXTRA_DIST += tests/integration/units.sh
