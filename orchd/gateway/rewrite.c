@@ -38,34 +38,37 @@ static bool name_is(const char *name, const char *lower, size_t len)
 
 static enum field_class classify(const char *name, size_t len)
 {
-        static const struct {
-                const char *lower;
-                size_t len;
-                enum field_class c;
-        } known[] = {
-#define K(s, c) {s, sizeof s - 1, c}
-                K("te", C_HOP),
-                K("host", C_HOST),
-                K("expect", C_EXPECT),
-                K("trailer", C_HOP),
-                K("upgrade", C_HOP),
-                K("x-api-key", C_API_KEY),
-                K("connection", C_CONNECTION),
-                K("keep-alive", C_HOP),
-                K("x-request-id", C_XRI),
-                K("authorization", C_AUTHORIZATION),
-                K("content-length", C_FRAMING),
-                K("x-forwarded-for", C_XFF),
-                K("proxy-connection", C_HOP),
-                K("transfer-encoding", C_FRAMING),
-                K("x-forwarded-proto", C_XFP),
-#undef K
-        };
-
-        for (size_t i = 0; i < ELEMENTSOF(known); i++)
-                if (known[i].len == len && name_is(name, known[i].lower, len))
-                        return known[i].c;
-        return C_OTHER;
+#define IS(s) name_is(name, s, sizeof s - 1)
+        /* by length first: most fields of a head are none of these */
+        switch (len) {
+        case 2:
+                return IS("te") ? C_HOP : C_OTHER;
+        case 4:
+                return IS("host") ? C_HOST : C_OTHER;
+        case 6:
+                return IS("expect") ? C_EXPECT : C_OTHER;
+        case 7:
+                return IS("trailer") || IS("upgrade") ? C_HOP : C_OTHER;
+        case 9:
+                return IS("x-api-key") ? C_API_KEY : C_OTHER;
+        case 10:
+                return IS("connection") ? C_CONNECTION : IS("keep-alive") ? C_HOP : C_OTHER;
+        case 12:
+                return IS("x-request-id") ? C_XRI : C_OTHER;
+        case 13:
+                return IS("authorization") ? C_AUTHORIZATION : C_OTHER;
+        case 14:
+                return IS("content-length") ? C_FRAMING : C_OTHER;
+        case 15:
+                return IS("x-forwarded-for") ? C_XFF : C_OTHER;
+        case 16:
+                return IS("proxy-connection") ? C_HOP : C_OTHER;
+        case 17:
+                return IS("transfer-encoding") ? C_FRAMING : IS("x-forwarded-proto") ? C_XFP : C_OTHER;
+        default:
+                return C_OTHER;
+        }
+#undef IS
 }
 
 /* What the writers need of each field, measured once. */
