@@ -11,6 +11,7 @@ cli_orch_SOURCES = \
 	cli/output.h \
 	cli/resource.c \
 	cli/resource.h \
+	cli/apikey.c \
 	cli/apply.c \
 	cli/delete.c \
 	cli/describe.c \

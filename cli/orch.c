@@ -13,7 +13,7 @@
 
 extern const struct orch_cmd orch_cmd_validate, orch_cmd_apply, orch_cmd_get, orch_cmd_describe,
         orch_cmd_scale, orch_cmd_delete, orch_cmd_logs, orch_cmd_events, orch_cmd_rollout, orch_cmd_drain,
-        orch_cmd_uncordon, orch_cmd_version, orch_cmd_help;
+        orch_cmd_uncordon, orch_cmd_apikey, orch_cmd_version, orch_cmd_help;
 
 /* The order is the order of `orch --help`. */
 const struct orch_cmd *const orch_commands[] = {
@@ -22,8 +22,9 @@ const struct orch_cmd *const orch_commands[] = {
         &orch_cmd_scale,    &orch_cmd_delete,
         &orch_cmd_logs,     &orch_cmd_events,
         &orch_cmd_rollout,  &orch_cmd_drain,
-        &orch_cmd_uncordon, &orch_cmd_version,
-        &orch_cmd_help,     NULL,
+        &orch_cmd_uncordon, &orch_cmd_apikey,
+        &orch_cmd_version,  &orch_cmd_help,
+        NULL,
 };
 
 const struct orch_cmd *orch_cmd_find(const char *name)

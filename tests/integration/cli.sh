@@ -318,6 +318,40 @@ timeout --preserve-status -s INT 2 "$orch" events -f -o json >"$tmp/out" 2>"$tmp
 [ "$status" = 0 ] || fail "events -f ended by SIGINT exited $status"
 expect_line "$tmp/out" '"type":"service.applied"'
 
+# --- apikey ---------------------------------------------------------------------------------------
+run 0 apikey create web ci
+key=$(cat "$tmp/out")
+printf '%s\n' "$key" | grep -Eqx '[A-Za-z0-9_-]{20,}' || fail "apikey create printed '$key', not a key alone"
+expect_line "$tmp/err" 'created for service web'
+run 0 apikey create web deploy -o json
+json_check "$tmp/out" 'j["service"] == "web" and j["name"] == "deploy" and len(j["key"]) >= 20 and j["id"]'
+run 0 apikey list
+expect_line "$tmp/out" '^ID +SERVICE +NAME +AGE$'
+expect_line "$tmp/out" ' web +ci '
+expect_line "$tmp/out" ' web +deploy '
+grep -qF -- "$key" "$tmp/out" && fail "apikey list shows a key"
+run 0 apikey list --service web -o json
+json_check "$tmp/out" 'len(j) == 2 and all("key" not in k for k in j) and {k["name"] for k in j} == {"ci", "deploy"}'
+run 0 apikey list --service nope
+[ -s "$tmp/out" ] && fail "apikey list --service nope printed: $(cat "$tmp/out")"
+run 0 apikey list -o name
+ids=$(cat "$tmp/out")
+[ "$(echo "$ids" | grep -c .)" = 2 ] || fail "apikey list -o name: $ids"
+run 1 apikey create nope ci
+expect_line "$tmp/err" "^orch: service 'nope' not found\$"
+# shellcheck disable=SC2086
+run 0 apikey delete $ids
+[ "$(grep -c ' deleted$' "$tmp/out")" = 2 ] || fail "apikey delete output: $(cat "$tmp/out")"
+run 1 apikey delete "$(echo "$ids" | head -n 1)"
+expect_line "$tmp/err" 'not found'
+run 0 apikey list -o json
+json_check "$tmp/out" 'j == []'
+run 2 apikey
+run 2 apikey create web
+run 2 apikey list extra
+run 2 apikey delete
+run 2 apikey delete x -o json
+
 # --- delete ---------------------------------------------------------------------------------------
 run 0 delete worker
 [ "$(cat "$tmp/out")" = "worker deleted" ] || fail "delete output: $(cat "$tmp/out")"
@@ -348,7 +382,7 @@ run 2 logs web --tail x
 run 2 events --since x
 run 2 drain
 run 2 uncordon a b
-for verb in validate apply get describe scale delete logs events rollout drain uncordon version; do
+for verb in validate apply get describe scale delete logs events rollout drain uncordon apikey version; do
 	run 0 help "$verb"
 	expect_line "$tmp/out" "^usage: orch $verb"
 	run 0 "$verb" --help
