@@ -1471,7 +1471,6 @@ static void health_post(struct vctx *c, const struct orch_ynode *map, const char
                         const failed_t failed, struct orch_service *s)
 {
         struct orch_health *h = &s->health;
-        const char *type;
 
         if (!seen[H_TYPE]) {
                 verr(c, map, "%s: missing required key 'type' (http, tcp or exec)", path);
@@ -1479,13 +1478,20 @@ static void health_post(struct vctx *c, const struct orch_ynode *map, const char
         }
         if (h->type == ORCH_HEALTH_NONE) /* the type itself was wrong: already reported */
                 return;
-        type = orch_health_type_to_string(h->type);
-        if (h->type != ORCH_HEALTH_HTTP && seen[H_PATH])
-                verr(c, seen[H_PATH], "%s.path: only for type http (this check is %s)", path, type);
-        if (h->type != ORCH_HEALTH_EXEC && seen[H_COMMAND])
-                verr(c, seen[H_COMMAND], "%s.command: only for type exec (this check is %s)", path, type);
-        if (h->type == ORCH_HEALTH_EXEC && seen[H_PORT])
-                verr(c, seen[H_PORT], "%s.port: not used by type exec", path);
+        /* The keys of the other types are checked like any value, then dropped: SPEC §2's reference
+         * block lists them all under one type (`type: http` with an exec `command`), so a block may
+         * name them, and only the chosen type's keys reach the check, the canonical form and the
+         * revision. */
+        if (h->type != ORCH_HEALTH_HTTP) {
+                free(h->path);
+                h->path = NULL;
+        }
+        if (h->type != ORCH_HEALTH_EXEC)
+                h->command = orch_strv_free(h->command);
+        if (h->type == ORCH_HEALTH_EXEC) {
+                free(h->port);
+                h->port = NULL;
+        }
         if (h->type == ORCH_HEALTH_EXEC && !seen[H_COMMAND])
                 verr(c, map, "%s: type exec needs a 'command'", path);
         if (h->type == ORCH_HEALTH_HTTP && !h->path && set_string(c, &h->path, "/") < 0)

@@ -398,6 +398,48 @@ START_TEST(test_revision_stability)
 }
 END_TEST
 
+/* SPEC §2's example lists `path` and `command` under `type: http`: the keys of the other check types
+ * are validated, then dropped, so they change neither the struct nor the revision. */
+START_TEST(test_health_keys_of_other_types)
+{
+#define SVC "kind: service\nname: web\ncommand: [/bin/web]\nports: [{name: http}]\n"
+        static const struct {
+                const char *plain, *with_others;
+        } cases[] = {
+                {SVC "health: {type: http, path: /h}\n",
+                 SVC "health: {type: http, path: /h, command: [/bin/true]}\n"},
+                {SVC "health: {type: tcp, port: http}\n",
+                 SVC "health: {type: tcp, port: http, path: /h, command: [/bin/true]}\n"},
+                {SVC "health: {type: exec, command: [/bin/true]}\n",
+                 SVC "health: {type: exec, command: [/bin/true], port: http, path: /h}\n"},
+        };
+        _cleanup_(orch_service_freep) struct orch_service *s =
+                parse_one(SVC "health: {type: tcp, path: /h, command: [/bin/true]}\n");
+        _cleanup_(freep) char *e1 = NULL, *e2 = NULL;
+        static const char bad_path[] = SVC "health: {type: tcp, path: nope}\n";
+        static const char bad_command[] = SVC "health: {type: http, command: []}\n";
+
+        ck_assert_ptr_null(s->health.path);
+        ck_assert_ptr_null(s->health.command);
+        ck_assert_str_eq(s->health.port, "http");
+        for (size_t i = 0; i < ELEMENTSOF(cases); i++) {
+                char r1[ORCH_REVISION_LEN + 1], r2[ORCH_REVISION_LEN + 1], s1[65], s2[65];
+
+                revision_of(cases[i].plain, r1, s1);
+                revision_of(cases[i].with_others, r2, s2);
+                ck_assert_msg(streq(r1, r2) && streq(s1, s2), "case %zu: the revision changed", i);
+        }
+        /* still validated: a bad value is an error whatever the type */
+        e1 = first_error(bad_path, sizeof bad_path - 1);
+        e2 = first_error(bad_command, sizeof bad_command - 1);
+        ck_assert_ptr_nonnull(e1);
+        ck_assert_ptr_nonnull(strstr(e1, "health.path"));
+        ck_assert_ptr_nonnull(e2);
+        ck_assert_ptr_nonnull(strstr(e2, "health.command"));
+#undef SVC
+}
+END_TEST
+
 START_TEST(test_units_canonical)
 {
         _cleanup_(freep) char *path =
@@ -810,6 +852,7 @@ static Suite *manifest_suite(void)
         tcase_add_test(tc, test_load_directory);
         tcase_add_test(tc, test_tables);
         tcase_add_test(tc, test_scalar_resolution);
+        tcase_add_test(tc, test_health_keys_of_other_types);
         suite_add_tcase(s, tc);
         return s;
 }
