@@ -360,10 +360,12 @@ expect_line "$tmp/err" "^orch: service 'nope' not found\$"
 expect_line "$tmp/out" '^web deleted$'
 run 0 delete nope --ignore-not-found
 # worker went above (a service without placed instances goes at once)
-run 0 delete -f more.yaml --ignore-not-found
+# -f PATH...: web.yaml after more.yaml is a path too (web went above)
+run 0 delete -f more.yaml web.yaml --ignore-not-found
 [ "$(cat "$tmp/out")" = "api deleted" ] || fail "delete -f output: $(cat "$tmp/out")"
 run 2 delete
 run 2 delete web -f more.yaml
+expect_line "$tmp/err" "not both \('web' is not a file\)"
 
 # --- usage and help -------------------------------------------------------------------------------
 run 2
