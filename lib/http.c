@@ -134,6 +134,12 @@ struct orch_http_parser {
         /* Set while llhttp reads the bytes before one the lexer refused: a problem llhttp finds there came
          * first, and reporting it keeps the outcome the same however the input is split. */
         bool replace_error;
+        /* llhttp refused the method before the lexer saw the end of the request line: llhttp is fed
+         * no more, and the lexer decides between a malformed request line (400: "hello\r\n", "this is
+         * not http") and an unknown method in a well-formed one (501, at its end), whatever the reads
+         * were. */
+        bool ll_bad_method;
+        enum lex_state failed_in; /* the lexer's state when fail() was called first */
         int err_status;
         char err_reason[200];
 };
@@ -244,6 +250,8 @@ _printf_(3, 4) static void fail(struct orch_http_parser *p, int status, const ch
         if (p->state == L_FAILED && !p->replace_error)
                 return;
         p->replace_error = false;
+        if (p->state != L_FAILED)
+                p->failed_in = p->state;
         p->state = L_FAILED;
         p->err_status = status;
         va_start(ap, fmt);
@@ -346,14 +354,32 @@ static void fail_llhttp(struct orch_http_parser *p, llhttp_errno_t e)
         }
 }
 
+/* The states of a request line (a status line has its own but for its end). */
+static bool in_request_line(enum lex_state s)
+{
+        return (s >= L_REQ_START && s <= L_REQ_VERSION) || s == L_START_LINE_LF;
+}
+
 /* Feeds llhttp exactly what the lexer accepted and checks that it read it the same way. message_end:
  * the lexer says the message ends with the last of these bytes. Returns false after fail(). */
 static bool feed_llhttp(struct orch_http_parser *p, const char *data, size_t n, bool message_end)
 {
         llhttp_errno_t e = HPE_OK;
 
+        if (p->ll_bad_method)
+                return true;
         if (n > 0)
                 e = llhttp_execute(&p->ll, data, n);
+        if (e == HPE_INVALID_METHOD && p->kind == ORCH_HTTP_REQUEST) {
+                /* The request line is not over yet: its end says which error this is. */
+                if (in_request_line(p->state)) {
+                        p->ll_bad_method = true;
+                        return true;
+                }
+                /* The lexer refused the request line itself: a malformed line is the first problem. */
+                if (p->replace_error && in_request_line(p->failed_in))
+                        return false;
+        }
         if (p->ll_disagreement) {
                 fail(p, 400, "ambiguous message: llhttp reads %s differently", p->ll_disagreement);
                 return false;
@@ -1120,6 +1146,11 @@ static enum lex_result lex_head_byte(struct orch_http_parser *p, unsigned char c
                         fail(p, 400, "bare CR at the end of the start line");
                         return LEX_ERROR;
                 }
+                /* a well-formed request line with a method llhttp does not know */
+                if (p->ll_bad_method) {
+                        fail(p, 501, "unknown request method (methods are case-sensitive)");
+                        return LEX_ERROR;
+                }
                 start_field_section(p);
                 return LEX_MORE;
         case L_FIELD_START:
@@ -1410,6 +1441,7 @@ void orch_http_parser_next(struct orch_http_parser *p)
         p->ll_head_done = p->ll_message_done = false;
         p->ll_body_bytes = 0;
         p->ll_disagreement = NULL;
+        p->ll_bad_method = false;
         p->err_status = 0;
         p->err_reason[0] = '\0';
 }

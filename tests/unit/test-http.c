@@ -366,7 +366,7 @@ START_TEST(test_pipelining_stops)
         orch_http_parser_next(p);
         ck_assert_int_eq(orch_http_parser_execute(p, in + off, sizeof in - 1 - off, &ev), 0);
         ck_assert_int_eq(ev.type, ORCH_HTTP_EVENT_ERROR);
-        ck_assert_int_eq(ev.status, 501);
+        ck_assert_int_eq(ev.status, 400); /* no request line at all, not an unknown method */
         /* A failed parser stays failed. */
         ck_assert_int_eq(orch_http_parser_execute(p, "GET", 3, &ev), 0);
         ck_assert_int_eq(ev.type, ORCH_HTTP_EVENT_ERROR);
@@ -534,6 +534,33 @@ START_TEST(test_request_line)
         assert_rejected("GETTTTTTTTTTTTTTTTTTTTTTTTTTTTTTTTTTTT / HTTP/1.1\r\n", 501,
                         "unknown request method");
         assert_rejected("G(T / HTTP/1.1\r\nHost: x\r\n\r\n", 400, "'(' in the request method");
+        /* Not a request line at all: 400, not the 501 of an unknown method, however it is split. */
+        assert_rejected("hello\r\n\r\n", 400, "CR in the request method");
+        assert_rejected("GARBAGE\r\n\r\n", 400, "CR in the request method");
+        assert_rejected("this is not http\r\n\r\n", 400, "malformed HTTP version");
+        assert_rejected("get /\r\n\r\n", 400, "");
+        {
+                /* ... and the same a byte at a time: llhttp refuses the method at its first byte, the
+                 * lexer's verdict on the whole line decides */
+                static const size_t one[] = {1};
+                static const struct {
+                        const char *in;
+                        const char *want;
+                } split[] = {
+                        {"hello\r\n\r\n", "ERROR 400 "},
+                        {"this is not http\r\n\r\n", "ERROR 400 "},
+                        {"FOO / HTTP/1.1\r\nHost: x\r\n\r\n", "ERROR 501 unknown request method"},
+                        {"get / HTTP/1.1\r\nBad Header\r\n\r\n", "ERROR 501 unknown request method"},
+                };
+
+                for (size_t i = 0; i < ELEMENTSOF(split); i++) {
+                        _cleanup_(freep) char *t = run_split(split[i].in, strlen(split[i].in), one, 1, NULL);
+                        _cleanup_(freep) char *w = run(split[i].in, NULL);
+
+                        ck_assert_msg(strstr(t, split[i].want), "%s split: %s", split[i].in, t);
+                        ck_assert_msg(strstr(w, split[i].want), "%s whole: %s", split[i].in, w);
+                }
+        }
         assert_rejected("GET\t/ HTTP/1.1\r\nHost: x\r\n\r\n", 400, "a tab in the request method");
         assert_rejected(" GET / HTTP/1.1\r\nHost: x\r\n\r\n", 400,
                         "a space at the start of the request line");
