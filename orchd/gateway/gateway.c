@@ -522,17 +522,16 @@ void orch_gateway_metrics(struct orch_gateway *gw, struct orch_buf *out)
 
         if (!gw)
                 return;
-        all = calloc(gw->stats.n + 1, sizeof *all);
+        all = calloc(gw->stats.n + 2, sizeof *all);
         if (!all)
                 return;
+        /* the requests no route took first, then the routes by name */
+        all[k++] = gw->unrouted;
         for (n = orch_hmap_first(&gw->stats, &it); n; n = orch_hmap_next(&gw->stats, &it))
                 all[k++] = container_of(n, struct stats_entry, hnode)->s;
-        if (k > 0)
-                qsort(all, k, sizeof *all, entry_cmp);
-        gw_stats_render_header(out);
-        gw_stats_render(gw->unrouted, out);
-        for (size_t i = 0; i < k; i++)
-                gw_stats_render(all[i], out);
+        if (k > 2)
+                qsort(all + 1, k - 1, sizeof *all, entry_cmp);
+        gw_stats_render(all, k, out);
         orch_buf_printf(
                 out,
                 "# HELP orch_gateway_connections Open client connections of the gateway.\n"

@@ -75,52 +75,59 @@ static uint64_t sum(const struct gw_stats *s, size_t offset)
 
 #define SUM(s, field) sum(s, offsetof(struct gw_counters, field))
 
-void gw_stats_render_header(struct orch_buf *out)
+/* The Prometheus text format wants the samples of one metric family together, after its HELP and
+ * TYPE: each family is written for every route before the next family starts. */
+void gw_stats_render(struct gw_stats *const *all, size_t n, struct orch_buf *out)
 {
         orch_buf_puts(out, "# HELP orch_gateway_requests_total Gateway requests by route and status class "
                            "(class none: no answer was sent).\n"
-                           "# TYPE orch_gateway_requests_total counter\n"
-                           "# HELP orch_gateway_request_duration_seconds Time from a request's head to the "
+                           "# TYPE orch_gateway_requests_total counter\n");
+        for (size_t i = 0; i < n; i++)
+                for (size_t c = 0; c < _GW_CLASS_MAX; c++)
+                        orch_buf_printf(out,
+                                        "orch_gateway_requests_total{route=\"%s\",class=\"%s\"} %" PRIu64 "\n",
+                                        all[i]->route, class_names[c], SUM(all[i], requests[c]));
+
+        orch_buf_puts(out, "# HELP orch_gateway_request_duration_seconds Time from a request's head to the "
                            "end of its answer.\n"
-                           "# TYPE orch_gateway_request_duration_seconds histogram\n"
-                           "# HELP orch_gateway_upstream_errors_total Failed attempts to reach an "
-                           "instance (connect failures, resets, malformed answers, timeouts).\n"
-                           "# TYPE orch_gateway_upstream_errors_total counter\n"
-                           "# HELP orch_gateway_ejections_total Endpoints taken out of balancing by "
-                           "passive health checks.\n"
-                           "# TYPE orch_gateway_ejections_total counter\n"
-                           "# HELP orch_gateway_retries_total Requests sent again to another endpoint.\n"
-                           "# TYPE orch_gateway_retries_total counter\n");
-}
+                           "# TYPE orch_gateway_request_duration_seconds histogram\n");
+        for (size_t i = 0; i < n; i++) {
+                const struct gw_stats *s = all[i];
+                uint64_t cum = 0;
 
-void gw_stats_render(const struct gw_stats *s, struct orch_buf *out)
-{
-        uint64_t cum = 0;
-
-        for (size_t c = 0; c < _GW_CLASS_MAX; c++)
-                orch_buf_printf(out, "orch_gateway_requests_total{route=\"%s\",class=\"%s\"} %" PRIu64 "\n",
-                                s->route, class_names[c], SUM(s, requests[c]));
-        for (size_t b = 0; b <= GW_LATENCY_BUCKETS; b++) {
-                cum += SUM(s, latency[b]);
-                if (b < GW_LATENCY_BUCKETS)
-                        orch_buf_printf(
-                                out,
-                                "orch_gateway_request_duration_seconds_bucket{route=\"%s\",le=\"%g\"} "
-                                "%" PRIu64 "\n",
-                                s->route, gw_latency_bounds[b], cum);
-                else
-                        orch_buf_printf(
-                                out,
-                                "orch_gateway_request_duration_seconds_bucket{route=\"%s\",le=\"+Inf\"} "
-                                "%" PRIu64 "\n",
-                                s->route, cum);
+                for (size_t b = 0; b < GW_LATENCY_BUCKETS; b++) {
+                        cum += SUM(s, latency[b]);
+                        orch_buf_printf(out,
+                                        "orch_gateway_request_duration_seconds_bucket{route=\"%s\",le=\"%g\"} "
+                                        "%" PRIu64 "\n",
+                                        s->route, gw_latency_bounds[b], cum);
+                }
+                cum += SUM(s, latency[GW_LATENCY_BUCKETS]);
+                orch_buf_printf(out,
+                                "orch_gateway_request_duration_seconds_bucket{route=\"%s\",le=\"+Inf\"} %" PRIu64
+                                "\n"
+                                "orch_gateway_request_duration_seconds_sum{route=\"%s\"} %.6f\n"
+                                "orch_gateway_request_duration_seconds_count{route=\"%s\"} %" PRIu64 "\n",
+                                s->route, cum, s->route, (double)SUM(s, latency_sum_usec) / 1e6, s->route, cum);
         }
-        orch_buf_printf(out,
-                        "orch_gateway_request_duration_seconds_sum{route=\"%s\"} %.6f\n"
-                        "orch_gateway_request_duration_seconds_count{route=\"%s\"} %" PRIu64 "\n"
-                        "orch_gateway_upstream_errors_total{route=\"%s\"} %" PRIu64 "\n"
-                        "orch_gateway_ejections_total{route=\"%s\"} %" PRIu64 "\n"
-                        "orch_gateway_retries_total{route=\"%s\"} %" PRIu64 "\n",
-                        s->route, (double)SUM(s, latency_sum_usec) / 1e6, s->route, cum, s->route,
-                        SUM(s, upstream_errors), s->route, SUM(s, ejections), s->route, SUM(s, retries));
+
+        static const struct {
+                const char *name, *help;
+                size_t offset;
+        } counters[] = {
+                {"orch_gateway_upstream_errors_total",
+                 "Failed attempts to reach an instance (connect failures, resets, malformed answers, timeouts).",
+                 offsetof(struct gw_counters, upstream_errors)},
+                {"orch_gateway_ejections_total", "Endpoints taken out of balancing by passive health checks.",
+                 offsetof(struct gw_counters, ejections)},
+                {"orch_gateway_retries_total", "Requests sent again to another endpoint.",
+                 offsetof(struct gw_counters, retries)},
+        };
+        for (size_t k = 0; k < ELEMENTSOF(counters); k++) {
+                orch_buf_printf(out, "# HELP %s %s\n# TYPE %s counter\n", counters[k].name, counters[k].help,
+                                counters[k].name);
+                for (size_t i = 0; i < n; i++)
+                        orch_buf_printf(out, "%s{route=\"%s\"} %" PRIu64 "\n", counters[k].name, all[i]->route,
+                                        sum(all[i], counters[k].offset));
+        }
 }

@@ -59,6 +59,5 @@ static inline void gw_count(_Atomic uint64_t *c, uint64_t n)
 /* One finished request: its status (0 when none was sent) and how long it took. */
 void gw_stats_request(struct gw_counters *c, int status, uint64_t usec);
 
-/* Appends the families' HELP and TYPE lines, then each route's samples. */
-void gw_stats_render_header(struct orch_buf *out);
-void gw_stats_render(const struct gw_stats *s, struct orch_buf *out);
+/* Appends every family's HELP and TYPE lines, each followed by the samples of all n routes. */
+void gw_stats_render(struct gw_stats *const *all, size_t n, struct orch_buf *out);

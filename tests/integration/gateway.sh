@@ -178,7 +178,35 @@ api GET /metrics >"$IT_TMP/metrics"
 grep -q '^orch_gateway_requests_total{route="web",class="2xx"} [1-9]' "$IT_TMP/metrics" || it_fail "no web 2xx in /metrics"
 grep -q '^orch_gateway_requests_total{route="vault",class="4xx"} [1-9]' "$IT_TMP/metrics" || it_fail "no vault 4xx in /metrics"
 grep -q '^orch_gateway_request_duration_seconds_count{route="web"}' "$IT_TMP/metrics" || it_fail "no latency histogram"
-it_ok "/metrics counts requests by route and class"
+# the text format: one TYPE per family, before its samples, and a family's samples in one group
+"$IT_PY" - "$IT_TMP/metrics" <<'PY' || it_fail "/metrics is not valid Prometheus text (the reason is above)"
+import re, sys
+typed, done, cur = {}, set(), None
+for n, line in enumerate(open(sys.argv[1]), 1):
+    line = line.rstrip("\n")
+    if line.startswith("# TYPE "):
+        name, kind = line.split()[2:4]
+        assert name not in typed, "line %d: a second TYPE for %s" % (n, name)
+        typed[name] = kind
+        continue
+    if not line or line.startswith("#"):
+        continue
+    m = re.match(r"([a-zA-Z_:][a-zA-Z0-9_:]*)(\{[^}]*\})? (\S+)$", line)
+    assert m, "line %d: not a sample: %r" % (n, line)
+    name = m.group(1)
+    fam = name
+    for suffix in ("_bucket", "_sum", "_count"):
+        if name.endswith(suffix) and typed.get(name[: -len(suffix)]) == "histogram":
+            fam = name[: -len(suffix)]
+    assert fam in typed, "line %d: %s before its TYPE" % (n, fam)
+    if fam != cur:
+        assert fam not in done, "line %d: the samples of %s are not one group" % (n, fam)
+        if cur:
+            done.add(cur)
+        cur = fam
+    float(m.group(3))
+PY
+it_ok "/metrics counts requests by route and class, in valid Prometheus text"
 it_orchd_kill TERM
 [ "$IT_ORCHD_STATUS" = 0 ] || it_fail "orchd exited with $IT_ORCHD_STATUS after SIGTERM"
 curl -s -o /dev/null --max-time 2 "$GW/" && it_fail "the gateway still answers after orchd stopped"
