@@ -227,7 +227,12 @@ void orch_registry_handle(struct orch_registry *reg, struct orch_httpd_req *req,
 
         if (!rs) {
                 _cleanup_json_ json_t *body = orch_registry_json(reg, service);
-                orch_httpd_req_add_header(req, "X-Orch-Index", "1");
+                char idx[32];
+
+                /* the header says what the body says */
+                orch_snprintf(idx, sizeof idx, "%" PRIu64,
+                              (uint64_t)json_integer_value(json_object_get(body, "index")));
+                orch_httpd_req_add_header(req, "X-Orch-Index", idx);
                 if (body)
                         orch_httpd_respond_json(req, 200, body);
                 else

@@ -530,6 +530,14 @@ START_TEST(test_blocking_query_answers_on_change)
         ck_assert_uint_gt((uint64_t)json_integer_value(json_object_get(j, "index")), idx);
         ck_assert_uint_eq(json_array_size(json_object_get(j, "endpoints")), 0);
         json_decref(j);
+
+        /* a service that does not exist: no endpoints, the registry's index (above 1 by now), and the
+         * header's index is the body's (call_finish checks it) */
+        call_start(&h, &c, "/v1/registry/nosuch");
+        j = call_finish(&h, &c);
+        ck_assert_uint_eq(json_array_size(json_object_get(j, "endpoints")), 0);
+        ck_assert_uint_gt((uint64_t)json_integer_value(json_object_get(j, "index")), 1);
+        json_decref(j);
         harness_release(&h);
 }
 END_TEST
