@@ -2,6 +2,7 @@
 #include "config.h"
 
 #include <inttypes.h>
+#include <strings.h>
 
 #include "agents.h"
 #include "api.h"
@@ -1116,8 +1117,10 @@ static bool authorized(struct orch_api *api, struct orch_httpd_req *req)
 
         if (h->path && streq(h->path, "/healthz"))
                 return true;
-        if (!auth || !(token = startswith(auth, "Bearer ")))
+        /* the scheme is case-insensitive (RFC 9110 §11.1) */
+        if (!auth || strncasecmp(auth, "Bearer ", 7) != 0)
                 return false;
+        token = auth + 7;
         while (*token == ' ')
                 token++;
         return orch_secret_equal(token, api->admin_token);

@@ -88,7 +88,10 @@ code=$(it_hub curl -s -o /dev/null -w '%{http_code}' -H "Authorization: Bearer $
 code=$(it_hub curl -s -o /dev/null -w '%{http_code}' "$IT_URL/healthz")
 [ "$code" = 200 ] || it_fail "/healthz without a token got $code"
 [ "$(services)" = "$services_before" ] || it_fail "an unauthenticated request changed the services"
-it_ok "no token, a wrong token or the join token: 401; /healthz is open"
+# the scheme is case-insensitive (RFC 9110 §11.1)
+code=$(it_hub curl -s -o /dev/null -w '%{http_code}' -H "Authorization: bearer $IT_TOKEN" "$IT_URL/v1/services")
+[ "$code" = 200 ] || it_fail "'bearer' (lower case) with the right token got $code"
+it_ok "no token, a wrong token or the join token: 401; /healthz is open; 'bearer' works too"
 
 # --- hostile frames on the agent port ---------------------------------------------------------------
 host=${IT_AGENT_ADDR%:*}
