@@ -1943,7 +1943,7 @@ int orch_manifest_parse_buffer(struct orch_manifest *m, const char *name, const 
         _cleanup_(orch_ytree_freep) struct orch_ytree *t = NULL;
         struct vctx c = {.file = name ? name : "<input>", .diags = diags};
         struct orch_service **parsed = NULL, **grown;
-        size_t n = 0;
+        size_t n = 0, cap = 0;
         int r;
 
         if (len > ORCH_MANIFEST_MAX_BYTES) {
@@ -1954,23 +1954,34 @@ int orch_manifest_parse_buffer(struct orch_manifest *m, const char *name, const 
         r = orch_ytree_parse(c.file, buf, len, &t, diags);
         if (r < 0)
                 return r;
-        parsed = calloc(t->n_docs + 1, sizeof *parsed);
+        /* A document that is a list holds services (the JSON form of several: [{...}, {...}]). */
+        for (size_t i = 0; i < t->n_docs; i++)
+                cap += t->docs[i].root && t->docs[i].root->type == ORCH_YNODE_SEQUENCE ? t->docs[i].root->n_items
+                                                                                     : 1;
+        parsed = calloc(cap + 1, sizeof *parsed);
         if (!parsed)
                 return -ENOMEM;
         for (size_t i = 0; i < t->n_docs; i++) {
                 const struct orch_ydoc *d = &t->docs[i];
-                struct orch_service *s;
+                bool list;
 
                 /* An empty document (a stray "---", a file of comments) declares nothing. */
                 if (!d->root || (is_scalar(d->root, ORCH_YSCALAR_NULL) && !*d->root->value))
                         continue;
-                r = validate_document(&c, d->root, d->line, d->column, &s);
-                if (r == -ENOMEM) {
-                        free_services(parsed, n);
-                        return r;
+                list = d->root->type == ORCH_YNODE_SEQUENCE;
+                for (size_t k = 0; k < (list ? d->root->n_items : 1); k++) {
+                        const struct orch_ynode *root = list ? d->root->items[k] : d->root;
+                        struct orch_service *s;
+
+                        r = validate_document(&c, root, list ? root->line : d->line, list ? root->column : d->column,
+                                              &s);
+                        if (r == -ENOMEM) {
+                                free_services(parsed, n);
+                                return r;
+                        }
+                        if (r == 0)
+                                parsed[n++] = s;
                 }
-                if (r == 0)
-                        parsed[n++] = s;
         }
         if (c.errors == 0 && check_duplicates(parsed, n, diags) < 0)
                 c.errors++;

@@ -440,6 +440,34 @@ START_TEST(test_health_keys_of_other_types)
 }
 END_TEST
 
+/* A document that is a list holds services: the JSON form of several, as /v1/apply takes it. */
+START_TEST(test_list_document)
+{
+        static const char json[] = "[{\"kind\":\"service\",\"name\":\"a\",\"command\":\"sleep 1\"},"
+                                   "{\"kind\":\"service\",\"name\":\"b\",\"command\":[\"/bin/b\"]}]";
+        static const char bad_item[] = "- kind: service\n  name: a\n  command: x\n- 5\n";
+        static const char dup[] = "- {kind: service, name: a, command: x}\n---\nkind: service\nname: a\ncommand: y\n";
+        _cleanup_(freep) char *e1 = NULL, *e2 = NULL;
+        struct orch_diags d = {0};
+        struct orch_manifest *m;
+        int r;
+
+        m = parse(json, &d, &r);
+        ck_assert_int_eq(r, 0);
+        ck_assert_uint_eq(m->n_services, 2);
+        ck_assert_str_eq(m->services[0]->name, "a");
+        ck_assert_str_eq(m->services[1]->name, "b");
+        ck_assert_uint_eq(m->services[1]->source_line, 1);
+        orch_manifest_free(m);
+        orch_diags_release(&d);
+        /* each item is a document: its errors have its position, and names are unique across all */
+        e1 = first_error(bad_item, sizeof bad_item - 1);
+        ck_assert_str_eq(e1, "4:3: a manifest document must be a mapping (kind: service, name: ...), got an integer");
+        e2 = first_error(dup, sizeof dup - 1);
+        ck_assert_ptr_nonnull(strstr(e2, "duplicate"));
+}
+END_TEST
+
 START_TEST(test_units_canonical)
 {
         _cleanup_(freep) char *path =
@@ -853,6 +881,7 @@ static Suite *manifest_suite(void)
         tcase_add_test(tc, test_tables);
         tcase_add_test(tc, test_scalar_resolution);
         tcase_add_test(tc, test_health_keys_of_other_types);
+        tcase_add_test(tc, test_list_document);
         suite_add_tcase(s, tc);
         return s;
 }
