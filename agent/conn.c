@@ -875,19 +875,31 @@ static void schedule_reconnect(struct orch_conn *c)
         uv_timer_start(&c->retry, retry_cb, c->backoff_ms / 2 + jitter % (c->backoff_ms / 2 + 1), 0);
 }
 
+bool orch_conn_server_valid(const char *server)
+{
+        const char *colon = server ? strrchr(server, ':') : NULL;
+        uint64_t port;
+
+        if (!colon || colon == server || orch_parse_u64(colon + 1, &port) < 0 || port < 1 || port > 65535)
+                return false;
+        for (const char *p = server; p < colon; p++)
+                if ((unsigned char)*p <= ' ' || *p == 0x7f)
+                        return false;
+        return true;
+}
+
 int orch_conn_new(uv_loop_t *loop, struct orch_supervisor *sv, struct orch_logs *logs,
                   const struct orch_conn_config *cfg, struct orch_conn **ret)
 {
-        struct orch_conn *c = calloc(1, sizeof *c);
+        struct orch_conn *c;
         const char *colon;
 
+        if (!orch_conn_server_valid(cfg->server))
+                return -EINVAL;
+        c = calloc(1, sizeof *c);
         if (!c)
                 return -ENOMEM;
         colon = strrchr(cfg->server, ':');
-        if (!colon || colon == cfg->server || !colon[1]) {
-                free(c);
-                return -EINVAL;
-        }
         c->server_host = strndup(cfg->server, (size_t)(colon - cfg->server));
         c->server_port = strdup(colon + 1);
         if (!c->server_host || !c->server_port) {

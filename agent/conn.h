@@ -41,6 +41,8 @@ struct orch_conn_config {
         void *userdata;
 };
 
+/* HOST:PORT (or [IPv6]:PORT) with a port from 1 to 65535 and no white space or control bytes. */
+bool orch_conn_server_valid(const char *server);
 int orch_conn_new(uv_loop_t *loop, struct orch_supervisor *sv, struct orch_logs *logs,
                   const struct orch_conn_config *cfg, struct orch_conn **ret);
 /* Starts dialling. */

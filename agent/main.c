@@ -428,6 +428,11 @@ int main(int argc, char **argv)
                 log_error("--file needs --standalone (with orchd, use `orch apply -f`)");
                 return 2;
         }
+        /* before anything is made (the cgroup parent, the data dir) */
+        if (!a.opt.standalone && !orch_conn_server_valid(a.opt.server)) {
+                log_error("--server '%s': expected HOST:PORT with a port from 1 to 65535", strna(a.opt.server));
+                return 2;
+        }
         if (a.opt.driver)
                 orch_driver_from_string(a.opt.driver, &driver);
         orch_log_set_node(a.opt.name);

@@ -160,3 +160,18 @@ scale web 4
 wait_for '[ "$(running_count web)" = 4 ] && [ "$(testprog_procs)" = 4 ]' 20 "4 web instances" ||
 	it_fail "orchd no longer places: $(running_count web) running"
 it_ok "garbage, binary, oversized, bad token, no hello, bad node name: each refused alone; agents untouched"
+
+# An agent with a malformed --server exits 2 with the reason before it makes anything.
+for bad in nonsense 127.0.0.1:99999 'bad host:7071' :7071; do
+	status=0
+	"$IT_AGENT_BIN" --server "$bad" --name bad-node --data-dir "$IT_TMP/agent-bad" \
+		--cgroup-parent "/orch-it-$IT_ID-9" --join-token-file "$IT_ORCHD_DATA/join.token" \
+		>"$IT_TMP/agent-bad.out" 2>&1 || status=$?
+	[ "$status" = 2 ] || it_fail "orch-agent --server '$bad' exited $status: $(cat "$IT_TMP/agent-bad.out")"
+	grep -q "expected HOST:PORT" "$IT_TMP/agent-bad.out" || it_fail "no reason for --server '$bad': $(cat "$IT_TMP/agent-bad.out")"
+	for d in /sys/fs/cgroup/orch-it-"$IT_ID"-9 /sys/fs/cgroup/*/orch-it-"$IT_ID"-9; do
+		[ ! -e "$d" ] || it_fail "orch-agent --server '$bad' left $d"
+	done
+	[ ! -e "$IT_TMP/agent-bad" ] || it_fail "orch-agent --server '$bad' made its data dir"
+done
+it_ok "an agent with a malformed --server exits 2 and leaves nothing"
