@@ -2,6 +2,7 @@
 #include "config.h"
 
 #include <arpa/inet.h>
+#include <netdb.h>
 #include <netinet/in.h>
 
 #include "macro.h"
@@ -9,9 +10,45 @@
 #include "util.h"
 #include "banned.h"
 
+/* A host name (localhost, the machine's own name): its first address, resolved once, at start. */
+static int resolve_listen(const char *host, uint16_t port, struct sockaddr_storage *ret, socklen_t *ret_len)
+{
+        const struct addrinfo hints = {.ai_family = AF_UNSPEC, .ai_socktype = SOCK_STREAM, .ai_flags = AI_PASSIVE};
+        struct addrinfo *res = NULL;
+        bool numeric = true;
+
+        /* letters, digits, '-' and '.' only; all digits and dots is a malformed address ("1.2.3"),
+         * which getaddrinfo() would read the inet_aton way */
+        for (const char *p = host; *p; p++) {
+                if (!((*p >= 'a' && *p <= 'z') || (*p >= 'A' && *p <= 'Z') || (*p >= '0' && *p <= '9') ||
+                      *p == '-' || *p == '.'))
+                        return -EINVAL;
+                if (!((*p >= '0' && *p <= '9') || *p == '.'))
+                        numeric = false;
+        }
+        if (numeric || *host == '-')
+                return -EINVAL;
+        if (getaddrinfo(host, NULL, &hints, &res) != 0 || !res)
+                return -EINVAL;
+        if (res->ai_addrlen > sizeof *ret || (res->ai_family != AF_INET && res->ai_family != AF_INET6)) {
+                freeaddrinfo(res);
+                return -EINVAL;
+        }
+        memset(ret, 0, sizeof *ret);
+        memcpy(ret, res->ai_addr, res->ai_addrlen);
+        if (res->ai_family == AF_INET)
+                ((struct sockaddr_in *)ret)->sin_port = htons(port);
+        else
+                ((struct sockaddr_in6 *)ret)->sin6_port = htons(port);
+        if (ret_len)
+                *ret_len = res->ai_addrlen;
+        freeaddrinfo(res);
+        return 0;
+}
+
 int orch_parse_listen(const char *s, struct sockaddr_storage *ret, socklen_t *ret_len)
 {
-        char host[INET6_ADDRSTRLEN + 1];
+        char host[256];
         const char *colon, *h = s;
         bool v6;
         size_t hlen;
@@ -53,7 +90,7 @@ int orch_parse_listen(const char *s, struct sockaddr_storage *ret, socklen_t *re
                 a->sin_family = AF_INET;
                 a->sin_port = htons((uint16_t)port);
                 if (inet_pton(AF_INET, host, &a->sin_addr) != 1)
-                        return -EINVAL;
+                        return resolve_listen(host, (uint16_t)port, ret, ret_len);
                 if (ret_len)
                         *ret_len = sizeof *a;
         }

@@ -825,7 +825,7 @@ END_TEST
 
 START_TEST(test_ipv6_and_addresses)
 {
-        static const char *const bad[] = {"localhost:80", "1.2.3.4",   "[::1]80",  "1.2.3.4:99999",
+        static const char *const bad[] = {"bad host:80", "1.2.3.4",   "[::1]80",  "1.2.3.4:99999",
                                           "[::1:80",      ":80",       "1.2.3:80", "",
                                           "[::1]:",       "1.2.3.4:-1"};
         struct fixture f = {0};
@@ -838,6 +838,15 @@ START_TEST(test_ipv6_and_addresses)
         for (size_t i = 0; i < ELEMENTSOF(bad); i++) {
                 struct orch_httpd_config c = {.listen = bad[i], .handler = handler};
                 ck_assert_msg(orch_httpd_new(&loop, &c, &h) == -EINVAL, "accepted %s", bad[i]);
+        }
+        /* a host name is resolved (once, at the start) */
+        {
+                struct orch_httpd_config c = {.listen = "localhost:0", .handler = handler};
+
+                ck_assert_int_eq(orch_httpd_new(&loop, &c, &h), 0);
+                ck_assert_int_gt(orch_httpd_port(h), 0);
+                orch_httpd_free(h, NULL, NULL);
+                ck_assert_int_eq(uv_run(&loop, UV_RUN_DEFAULT), 0);
         }
         ck_assert_int_eq(uv_loop_close(&loop), 0);
 
