@@ -420,17 +420,20 @@ int main(int argc, char **argv)
         if (!a.opt.name) {
                 if (gethostname(hostname, sizeof hostname) < 0 || !orch_proto_node_name_valid(hostname)) {
                         log_error("the host name is not a valid node name; pass --name");
+                        options_release(&a.opt);
                         return 2;
                 }
                 a.opt.name = strdup(hostname);
         }
         if (a.opt.files && !a.opt.standalone) {
                 log_error("--file needs --standalone (with orchd, use `orch apply -f`)");
+                options_release(&a.opt);
                 return 2;
         }
         /* before anything is made (the cgroup parent, the data dir) */
         if (!a.opt.standalone && !orch_conn_server_valid(a.opt.server)) {
                 log_error("--server '%s': expected HOST:PORT with a port from 1 to 65535", strna(a.opt.server));
+                options_release(&a.opt);
                 return 2;
         }
         if (a.opt.driver)
