@@ -221,6 +221,29 @@ static int exec_start_sync(struct exec_unit *u, pid_t *ret_pid, char *reason, si
 static void exec_stop(struct orch_driver_unit *base);
 static void exec_kill(struct orch_driver_unit *base);
 
+/* The unit's cgroup, made now; a leftover of a copy that was replaced is killed and made again. */
+static int unit_make_cgroup(struct exec_unit *u, char *reason, size_t reason_size)
+{
+        const struct orch_service *spec = u->p.spec;
+        struct orch_cgroup_limits lim = {
+                .cpu_millis = spec->resources.cpu_millis,
+                .memory_bytes = spec->resources.memory,
+                .pids_max = spec->resources.pids,
+        };
+        int r;
+
+        r = orch_cgroup_create(u->d->cgroups, spec->name, u->p.id, &lim, &u->cg, reason, reason_size);
+        if (r == -EEXIST) {
+                struct orch_cgroup *old = NULL;
+                if (orch_cgroup_open(u->d->cgroups, spec->name, u->p.id, &old) >= 0) {
+                        orch_cgroup_remove(old, reason, reason_size);
+                        orch_cgroup_free(old);
+                }
+                r = orch_cgroup_create(u->d->cgroups, spec->name, u->p.id, &lim, &u->cg, reason, reason_size);
+        }
+        return r;
+}
+
 static void spawn_params(struct exec_unit *u, struct orch_spawn_params *sp)
 {
         *sp = (struct orch_spawn_params){
@@ -333,6 +356,13 @@ static int exec_start(struct orch_driver_unit *base, pid_t *ret_pid, char *reaso
 
         if (u->spawning)
                 return -EBUSY;
+        /* A unit prepared to adopt a previous agent's instance whose cgroup was gone has none: the
+         * instance is confined like any other before it runs again. */
+        if (u->d->cgroups && !u->cg) {
+                r = unit_make_cgroup(u, reason, reason_size);
+                if (r < 0)
+                        return r;
+        }
         if (u->cg && u->p.spec->resources.memory > 0)
                 orch_cgroup_oom_count(u->cg, &u->oom_base);
         u->stop_pending = u->kill_pending = false;
@@ -514,11 +544,6 @@ static int exec_prepare(struct orch_driver_impl *base, const struct orch_driver_
 {
         struct exec_driver *d = container_of(base, struct exec_driver, base);
         struct exec_unit *u = calloc(1, sizeof *u);
-        struct orch_cgroup_limits lim = {
-                .cpu_millis = p->spec->resources.cpu_millis,
-                .memory_bytes = p->spec->resources.memory,
-                .pids_max = p->spec->resources.pids,
-        };
         int r = 0;
 
         if (!u)
@@ -529,23 +554,13 @@ static int exec_prepare(struct orch_driver_impl *base, const struct orch_driver_
         u->pidfd = -1;
         u->log_ctx = (struct orch_log_ctx){.service = p->spec->name, .instance = p->id};
         if (d->cgroups && existing) {
-                /* a missing cgroup is an answer, not an error: adopt() finds nothing to adopt */
+                /* a missing cgroup is an answer, not an error: adopt() finds nothing to adopt (and a
+                 * start makes one) */
                 r = orch_cgroup_open(d->cgroups, p->spec->name, p->id, &u->cg);
                 if (r == -ENOENT)
                         r = 0;
-        } else if (d->cgroups) {
-                r = orch_cgroup_create(d->cgroups, p->spec->name, p->id, &lim, &u->cg, reason, reason_size);
-                if (r == -EEXIST) {
-                        /* a leftover of a copy that was replaced: kill it and start clean */
-                        struct orch_cgroup *old = NULL;
-                        if (orch_cgroup_open(d->cgroups, p->spec->name, p->id, &old) >= 0) {
-                                orch_cgroup_remove(old, reason, reason_size);
-                                orch_cgroup_free(old);
-                        }
-                        r = orch_cgroup_create(d->cgroups, p->spec->name, p->id, &lim, &u->cg, reason,
-                                               reason_size);
-                }
-        }
+        } else if (d->cgroups)
+                r = unit_make_cgroup(u, reason, reason_size);
         if (r < 0) {
                 unit_free_now(u);
                 return r;

@@ -1753,9 +1753,9 @@ static void recover_one(struct orch_supervisor *sv, struct orch_hmap *seen, cons
                 emit(in, false);
                 inst_spawn(in);
         } else {
-                /* it died while no agent watched: what the restart policy says, with the reason */
+                /* it died while no agent watched: what the restart policy says, with the reason (which
+                 * inst_exited() logs) */
                 struct orch_driver_exit e = {.code = -1};
-                orch_log(ORCH_LOG_WARN, &in->log_ctx, "exited while the agent was away");
                 in->state = ORCH_INSTANCE_RUNNING;
                 in->started_mono = 0;
                 inst_exited(in, &e);

@@ -223,6 +223,27 @@ wait_for 5 readopted_c || fail "$(grep -c 're-adopted pid' "$data/agent-c.log") 
 	fail "pids changed across a SIGTERM with --keep-instances"
 echo "ok - SIGTERM with --keep-instances: all $N re-adopted by the next agent"
 
+# --- 6b. an instance whose process and cgroup went while no agent ran is confined again ---------------
+# (scripts/demo stop kills the instances and removes their cgroups; the next agent once restarted
+# them without any cgroup, outside every limit)
+kill -KILL "$agent_pid"
+wait "$agent_pid" 2>/dev/null || true
+victim=$(pid_of ra-log-3)
+kill -KILL "$victim"
+for d in /sys/fs/cgroup/"$parent"/ra-log/ra-log-3 /sys/fs/cgroup/*/"$parent"/ra-log/ra-log-3; do
+	[ -d "$d" ] || continue
+	wait_for 5 rmdir "$d" 2>/dev/null || fail "cannot remove $d"
+done
+start_agent d
+back() { p=$(pid_of ra-log-3); [ -n "$p" ] && [ "$p" != 0 ] && [ "$p" != "$victim" ] && alive "$p"; }
+wait_for 5 back || fail "ra-log-3 was not started again: $(snapshot | grep ra-log-3)"
+p=$(pid_of ra-log-3)
+# every hierarchy the agent uses holds it in the instance's own cgroup
+grep -E '^[0-9]+:(pids|memory|cpu|cpu,cpuacct|cpuacct,cpu|):' "/proc/$p/cgroup" | while IFS=: read -r _ ctl path; do
+	[ "${path#*"$parent"/ra-log/ra-log-3}" != "$path" ] || fail "restarted ra-log-3 (pid $p) is outside its cgroup in '$ctl': $path"
+done || exit 1
+echo "ok - an instance whose cgroup was removed while no agent ran starts again inside a new one"
+
 # --- 7. without --keep-instances, SIGTERM stops them -----------------------------------------------
 kill -TERM "$agent_pid"
 wait "$agent_pid" || fail "the agent exited with status $? after SIGTERM"
