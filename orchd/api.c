@@ -174,6 +174,12 @@ static void handle_apply(struct orch_httpd_req *req, const struct orch_router_pa
                 orch_diags_release(&diags);
                 return;
         }
+        /* with prune an empty set would delete every service: never from a body that came out empty
+         * by accident (a comment, a lone ---, an empty list) */
+        if (m->n_services == 0) {
+                reply_error(api, req, 400, "the manifest holds no services: nothing to apply");
+                return;
+        }
 
         /* what would change, computed before anything does */
         for (size_t i = 0; i < m->n_services; i++) {

@@ -483,6 +483,11 @@ START_TEST(test_apply_prune)
 
         harness_init(&h);
         apply_ok(&h, web_yaml, "created");
+        /* a body that holds no service (an empty list, comments, a lone ---) is refused: with prune it
+         * would delete everything */
+        ck_assert_int_eq(http(&h, "POST", "/v1/apply?prune=1", "[]", NULL), 400);
+        ck_assert_int_eq(http(&h, "POST", "/v1/apply?prune=1", "# nothing\n---\n", NULL), 400);
+        ck_assert(!orch_state_service(h.st, "web")->deleting);
         ck_assert_int_eq(http(&h, "POST", "/v1/apply?prune=1",
                               "kind: service\nname: api\ncommand: [/bin/true]\n", &j),
                          200);
