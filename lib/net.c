@@ -10,40 +10,50 @@
 #include "util.h"
 #include "banned.h"
 
-/* A host name (localhost, the machine's own name): its first address, resolved once, at start. */
+/* A host name (localhost, the machine's own name), resolved once, at start: its first IPv4
+ * address, else its first IPv6 one (glibc lists ::1 first for localhost on a dual-stack host, and
+ * what connects to "localhost:7070" by default is 127.0.0.1). */
 static int resolve_listen(const char *host, uint16_t port, struct sockaddr_storage *ret, socklen_t *ret_len)
 {
-        const struct addrinfo hints = {.ai_family = AF_UNSPEC, .ai_socktype = SOCK_STREAM, .ai_flags = AI_PASSIVE};
+        static const int families[] = {AF_INET, AF_INET6};
+        struct addrinfo hints = {.ai_socktype = SOCK_STREAM, .ai_flags = AI_PASSIVE | AI_NUMERICHOST};
         struct addrinfo *res = NULL;
-        bool numeric = true;
 
-        /* letters, digits, '-' and '.' only; all digits and dots is a malformed address ("1.2.3"),
-         * which getaddrinfo() would read the inet_aton way */
-        for (const char *p = host; *p; p++) {
+        /* letters, digits, '-' and '.' only */
+        for (const char *p = host; *p; p++)
                 if (!((*p >= 'a' && *p <= 'z') || (*p >= 'A' && *p <= 'Z') || (*p >= '0' && *p <= '9') ||
                       *p == '-' || *p == '.'))
                         return -EINVAL;
-                if (!((*p >= '0' && *p <= '9') || *p == '.'))
-                        numeric = false;
-        }
-        if (numeric || *host == '-')
+        if (*host == '-')
                 return -EINVAL;
-        if (getaddrinfo(host, NULL, &hints, &res) != 0 || !res)
-                return -EINVAL;
-        if (res->ai_addrlen > sizeof *ret || (res->ai_family != AF_INET && res->ai_family != AF_INET6)) {
+        /* a number inet_pton() refused ("1.2.3", "0x7f.1") is a malformed address, not a name, though
+         * getaddrinfo() would read it the inet_aton way */
+        if (getaddrinfo(host, NULL, &hints, &res) == 0) {
                 freeaddrinfo(res);
                 return -EINVAL;
         }
-        memset(ret, 0, sizeof *ret);
-        memcpy(ret, res->ai_addr, res->ai_addrlen);
-        if (res->ai_family == AF_INET)
-                ((struct sockaddr_in *)ret)->sin_port = htons(port);
-        else
-                ((struct sockaddr_in6 *)ret)->sin6_port = htons(port);
-        if (ret_len)
-                *ret_len = res->ai_addrlen;
-        freeaddrinfo(res);
-        return 0;
+        hints.ai_flags = AI_PASSIVE;
+        for (size_t i = 0; i < ELEMENTSOF(families); i++) {
+                hints.ai_family = families[i];
+                res = NULL;
+                if (getaddrinfo(host, NULL, &hints, &res) != 0 || !res)
+                        continue;
+                if (res->ai_addrlen > sizeof *ret) {
+                        freeaddrinfo(res);
+                        return -EINVAL;
+                }
+                memset(ret, 0, sizeof *ret);
+                memcpy(ret, res->ai_addr, res->ai_addrlen);
+                if (families[i] == AF_INET)
+                        ((struct sockaddr_in *)ret)->sin_port = htons(port);
+                else
+                        ((struct sockaddr_in6 *)ret)->sin6_port = htons(port);
+                if (ret_len)
+                        *ret_len = res->ai_addrlen;
+                freeaddrinfo(res);
+                return 0;
+        }
+        return -EINVAL;
 }
 
 int orch_parse_listen(const char *s, struct sockaddr_storage *ret, socklen_t *ret_len)

@@ -11,6 +11,7 @@
 
 #include "http.h"
 #include "httpd.h"
+#include "net.h"
 #include "json.h"
 #include "router.h"
 #include "testing.h"
@@ -827,7 +828,7 @@ START_TEST(test_ipv6_and_addresses)
 {
         static const char *const bad[] = {"bad host:80", "1.2.3.4",   "[::1]80",  "1.2.3.4:99999",
                                           "[::1:80",      ":80",       "1.2.3:80", "",
-                                          "[::1]:",       "1.2.3.4:-1"};
+                                          "[::1]:",       "1.2.3.4:-1",  "0x7f.1:80", "0x7f000001:80"};
         struct fixture f = {0};
         struct orch_httpd_config cfg = {.listen = "[::1]:0"};
         struct orch_httpd *h;
@@ -843,6 +844,14 @@ START_TEST(test_ipv6_and_addresses)
         {
                 struct orch_httpd_config c = {.listen = "localhost:0", .handler = handler};
 
+                struct sockaddr_storage ss;
+                socklen_t len;
+
+                /* IPv4 first: what connects to localhost:PORT by default is 127.0.0.1 */
+                ck_assert_int_eq(orch_parse_listen("localhost:7070", &ss, &len), 0);
+                ck_assert_int_eq(ss.ss_family, AF_INET);
+                ck_assert_uint_eq(ntohl(((struct sockaddr_in *)&ss)->sin_addr.s_addr), INADDR_LOOPBACK);
+                ck_assert_uint_eq(ntohs(((struct sockaddr_in *)&ss)->sin_port), 7070);
                 ck_assert_int_eq(orch_httpd_new(&loop, &c, &h), 0);
                 ck_assert_int_gt(orch_httpd_port(h), 0);
                 orch_httpd_free(h, NULL, NULL);
