@@ -79,6 +79,9 @@ static struct reg_service *service_get(struct orch_registry *reg, const char *na
                 return NULL;
         }
         orch_list_init(&rs->waiters);
+        /* a new record is as of now: what a client read before it existed was the registry's index,
+         * and an answer must never go back below that */
+        rs->index = reg->index;
         if (orch_hmap_insert(&reg->services, &rs->hnode, rs->name) < 0) {
                 free(rs->name);
                 free(rs);
