@@ -1,8 +1,6 @@
 /* SPDX-License-Identifier: MIT */
 #include "config.h"
 
-#include <sys/stat.h>
-
 #include "cli.h"
 #include "client.h"
 #include "manifest.h"
@@ -61,19 +59,11 @@ static int delete_run(int argc, char **argv)
         }
         if (c == ORCH_CLI_GETOPT_USAGE)
                 return ORCH_EXIT_USAGE;
-        /* -f PATH... as apply takes it: the arguments after the paths are paths too. One that is no
-         * file is taken for a service name, and names and paths do not mix. */
-        for (; paths && optind < argc; optind++) {
-                struct stat st;
-
-                if (!streq(argv[optind], "-") && stat(argv[optind], &st) < 0)
-                        return orch_cli_usage_error(&orch_cmd_delete,
-                                                    "either SERVICE names or -f PATH..., not both ('%s' is "
-                                                    "not a file)",
-                                                    argv[optind]);
+        /* -f PATH... as apply takes it: with -f, every argument is a path (what is not a readable
+         * manifest is reported by the loader, and nothing is deleted) */
+        for (; paths && optind < argc; optind++)
                 if (orch_strv_push(&paths, argv[optind]) < 0)
                         return orch_cli_fail("out of memory");
-        }
         if (!paths && optind >= argc)
                 return orch_cli_usage_error(&orch_cmd_delete, "no service given (SERVICE... or -f PATH)");
 

@@ -364,8 +364,9 @@ run 0 delete nope --ignore-not-found
 run 0 delete -f more.yaml web.yaml --ignore-not-found
 [ "$(cat "$tmp/out")" = "api deleted" ] || fail "delete -f output: $(cat "$tmp/out")"
 run 2 delete
-run 2 delete web -f more.yaml
-expect_line "$tmp/err" "not both \('web' is not a file\)"
+# with -f every argument is a path: 'web' is no file, so nothing is deleted
+run 1 delete web -f more.yaml
+expect_line "$tmp/err" "web"
 
 # --- usage and help -------------------------------------------------------------------------------
 run 2
