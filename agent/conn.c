@@ -877,13 +877,23 @@ static void schedule_reconnect(struct orch_conn *c)
 
 bool orch_conn_server_valid(const char *server)
 {
-        const char *colon = server ? strrchr(server, ':') : NULL;
+        const char *colon = server ? strrchr(server, ':') : NULL, *host = server, *end = colon;
         uint64_t port;
 
-        if (!colon || colon == server || orch_parse_u64(colon + 1, &port) < 0 || port < 1 || port > 65535)
+        if (!colon || orch_parse_u64(colon + 1, &port) < 0 || port < 1 || port > 65535)
                 return false;
-        for (const char *p = server; p < colon; p++)
-                if ((unsigned char)*p <= ' ' || *p == 0x7f)
+        /* [IPv6]:PORT: brackets around the whole host, colons only inside them */
+        if (*host == '[') {
+                if (end - host < 3 || end[-1] != ']')
+                        return false;
+                host++;
+                end--;
+        }
+        if (host == end)
+                return false;
+        for (const char *p = host; p < end; p++)
+                if ((unsigned char)*p <= ' ' || *p == 0x7f || *p == '[' || *p == ']' ||
+                    (*p == ':' && *server != '['))
                         return false;
         return true;
 }

@@ -544,8 +544,9 @@ int main(int argc, char **argv)
                 };
                 r = orch_conn_new(a.loop, a.sv, a.logs, &cc, &a.conn);
                 if (r < 0) {
-                        log_error("--server '%s': expected HOST:PORT", a.opt.server);
-                        return 2;
+                        /* --server was checked at the start: what is left is running out of memory */
+                        log_error_errno(r, "cannot set up the connection to orchd");
+                        return 1;
                 }
                 orch_conn_start(a.conn);
                 log_info("orch-agent %s: node %s, connecting to orchd at %s", ORCH_VERSION, a.opt.name,

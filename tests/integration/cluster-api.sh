@@ -162,7 +162,7 @@ wait_for '[ "$(running_count web)" = 4 ] && [ "$(testprog_procs)" = 4 ]' 20 "4 w
 it_ok "garbage, binary, oversized, bad token, no hello, bad node name: each refused alone; agents untouched"
 
 # An agent with a malformed --server exits 2 with the reason before it makes anything.
-for bad in nonsense 127.0.0.1:99999 'bad host:7071' :7071; do
+for bad in nonsense 127.0.0.1:99999 'bad host:7071' :7071 ::1 '[::1:7071' '[]:7071'; do
 	status=0
 	"$IT_AGENT_BIN" --server "$bad" --name bad-node --data-dir "$IT_TMP/agent-bad" \
 		--cgroup-parent "/orch-it-$IT_ID-9" --join-token-file "$IT_ORCHD_DATA/join.token" \
@@ -174,4 +174,4 @@ for bad in nonsense 127.0.0.1:99999 'bad host:7071' :7071; do
 	done
 	[ ! -e "$IT_TMP/agent-bad" ] || it_fail "orch-agent --server '$bad' made its data dir"
 done
-it_ok "an agent with a malformed --server exits 2 and leaves nothing"
+it_ok "an agent with a malformed --server (7 kinds) exits 2 and leaves nothing"
