@@ -23,8 +23,9 @@
  * and says how many bytes it took. Bytes it did not consume must be passed
  * again at the start of the next call. After the end of a message it stops
  * until orch_http_parser_next(), so a server parses a pipelined request only
- * once it is ready to answer it. A parser holds no memory between messages
- * beyond its own struct.
+ * once it is ready to answer it. Between messages a parser keeps its head
+ * buffers up to a usual size (1 KiB of text, 16 fields) for the next one and
+ * gives larger ones back; a caller that must hold less frees the parser.
  */
 
 #include <stdint.h>
