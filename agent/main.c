@@ -243,11 +243,10 @@ static void on_ready(void *userdata)
 
 /* --- standalone ----------------------------------------------------------------------------- */
 
-static int run_standalone(struct agent *a)
+/* Standalone: the manifests, read and checked before the agent makes anything (cgroups, data dir). */
+static int load_standalone(struct agent *a)
 {
         struct orch_diags diags = {0};
-        char reason[ORCH_SV_REASON_MAX];
-        size_t started = 0;
         int r;
 
         if (!a->opt.files) {
@@ -258,8 +257,17 @@ static int run_standalone(struct agent *a)
         if (r < 0) {
                 orch_diags_print(&diags, stderr);
                 orch_diags_release(&diags);
-                return r;
         }
+        return r;
+}
+
+static void run_standalone(struct agent *a)
+{
+        char reason[ORCH_SV_REASON_MAX];
+        size_t started = 0;
+        int r;
+
+        /* the manifests were read and checked before anything was made (load_standalone()) */
         for (size_t i = 0; i < a->manifest->n_services; i++) {
                 const struct orch_service *s = a->manifest->services[i];
                 char rev[ORCH_REVISION_LEN + 1];
@@ -278,7 +286,6 @@ static int run_standalone(struct agent *a)
         }
         log_info("standalone: %zu instances of %zu services started", started, a->manifest->n_services);
         orch_daemon_ready("running standalone");
-        return 0;
 }
 
 /* Re-adopted instances that the manifests no longer describe are stopped. */
@@ -436,6 +443,16 @@ int main(int argc, char **argv)
                 options_release(&a.opt);
                 return 2;
         }
+        if (a.opt.standalone) {
+                bool no_files = !a.opt.files;
+
+                r = load_standalone(&a);
+                if (r < 0) {
+                        options_release(&a.opt);
+                        /* no --file is bad usage; a manifest that does not validate fails as in orch validate */
+                        return no_files ? 2 : 1;
+                }
+        }
         if (a.opt.driver)
                 orch_driver_from_string(a.opt.driver, &driver);
         orch_log_set_node(a.opt.name);
@@ -500,9 +517,7 @@ int main(int argc, char **argv)
 
         if (a.opt.standalone) {
                 struct keep_walk w = {.a = &a};
-                r = run_standalone(&a);
-                if (r < 0)
-                        return r == -EINVAL ? 1 : 1;
+                run_standalone(&a);
                 orch_supervisor_foreach(a.sv, keep_cb, &w);
                 for (char **id = w.drop; id && *id; id++)
                         orch_supervisor_stop(a.sv, *id, "not in the manifests any more", NULL, NULL);

@@ -131,6 +131,18 @@ alive() {
 
 pid_of() { snapshot | awk -v id="$1" '$1 == id {print $2}'; }
 
+# --- 0. a manifest that does not validate: exit 1 with its errors, before anything is made ----------
+printf 'kind: service\nname: broken\ncommand: []\n' >"$data/broken.yaml"
+status=0
+"$agent" --standalone --file "$data/broken.yaml" --data-dir "$data/agent" --cgroup-parent "$parent" \
+	--allow-root >"$data/agent-broken.out" 2>&1 || status=$?
+[ "$status" = 1 ] || fail "an invalid standalone manifest: exit $status, expected 1"
+grep -q 'broken.yaml:3:10: error: command' "$data/agent-broken.out" || fail "no error for the manifest: $(cat "$data/agent-broken.out")"
+for d in /sys/fs/cgroup/"$parent" /sys/fs/cgroup/*/"$parent" "$data/agent"; do
+	[ ! -e "$d" ] || fail "an agent refused for its manifest made $d"
+done
+echo "ok - an invalid standalone manifest: exit 1 with its error, nothing made"
+
 # --- 1. the first agent starts 50 instances ------------------------------------------------------
 start_agent a
 wait_for 30 all_running || fail "the first agent did not get $N instances running: $(running_count) are"
