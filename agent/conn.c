@@ -361,8 +361,12 @@ static void stop_done(void *userdata, const char *id)
 
         if (--p->waiting > 0)
                 return;
-        /* acked on the connection that asked; after a reconnect the hello told orchd anyway */
-        if (c->session == p->session && c->state == STATE_READY)
+        /* Acked on the connection that asked; after a reconnect the hello told orchd anyway. Also
+         * before the welcome: orchd sends the fencing stops of a hello and then its welcome in one go,
+         * so it reads this ack after it welcomed the node, and a stop that completes before the
+         * welcome arrives (a process that dies at once of its stop signal) must not go unanswered:
+         * orchd forgets the fenced copy only on this ack. */
+        if (c->session == p->session && (c->state == STATE_READY || c->state == STATE_HELLO))
                 send_ack(c, p->id, true, NULL, NULL, 0);
         free(p);
 }

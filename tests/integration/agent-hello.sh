@@ -5,7 +5,9 @@
 # the hello (here "running" for an instance that has exited) until the instance's next change,
 # which may never come. The scripted orchd starts one instance (sleep 1.5 s, exit 3, restart
 # never), drops the connection, and holds back its welcome to the reconnected agent until the
-# instance has exited.
+# instance has exited. Then a fencing stop before a welcome, of an instance that dies at once: its
+# ack must come although the stop completed before the welcome (orchd forgets a fenced copy only on
+# that ack; chaos-agent-kill-default.sh once kept such copies as lost for good).
 # shellcheck disable=SC2034,SC2119
 [ -n "${BASH_VERSION:-}" ] || exec bash "$0" "$@"
 # shellcheck source=tests/integration/lib.sh
@@ -100,6 +102,25 @@ ev = c.until("event for flap-0 after the welcome", lambda m: report_of(m, "flap-
 say("after the welcome: flap-0", ev["state"], "exit", ev.get("exit"))
 if ev["state"] not in ("exited", "failed") or (ev.get("exit") or {}).get("code") != 3:
     sys.exit("FAIL: flap-0 reported as %s (exit %s), expected its exit with status 3" % (ev["state"], ev.get("exit")))
+
+# A fencing stop before the welcome whose instance dies at once: its ack must come even though the
+# stop completes before the welcome (orchd forgets a fenced copy only on that ack).
+c.send({"type": "spec", "id": 3, "service": "calm", "revision": rev,
+        "spec": {"kind": "service", "name": "calm", "command": ["/bin/sleep", "60"]}})
+c.until("spec ack", lambda m: m["type"] == "ack" and m["id"] == 3 and m["ok"], 5)
+c.send({"type": "start", "id": 4,
+        "instances": [{"instance": "calm-0", "service": "calm", "revision": rev, "generation": 1}]})
+c.until("calm-0 running", lambda m: report_of(m, "calm-0") and m["state"] == "running", 5)
+say("calm-0 running; dropping the connection")
+c.s.close()
+c = Conn()
+hello = c.until("third hello", lambda m: m["type"] == "hello", 10)
+c.send({"type": "stop", "id": 5, "instances": [{"instance": "calm-0", "generation": 1}], "reason": "fenced"})
+ack = c.until("the ack of the stop, before any welcome", lambda m: m["type"] == "ack" and m["id"] == 5, 5)
+say("stop acked before the welcome:", ack)
+if not ack.get("ok"):
+    sys.exit("FAIL: the stop was refused: %r" % ack)
+c.welcome()
 print("PASS", flush=True)
 EOF
 fake=$!
@@ -108,5 +129,5 @@ status=0
 wait "$fake" || status=$?
 sed 's/^/  fake orchd: /' "$IT_TMP/fake-orchd.log"
 [ "$status" = 0 ] || it_fail "the scripted orchd failed (status $status)"
-it_ok "a change between the hello and the welcome is reported after the welcome"
+it_ok "a change between the hello and the welcome is reported after the welcome; a stop done before it is acked"
 it_agent_kill 1
