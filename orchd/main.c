@@ -13,6 +13,7 @@
 #include "gateway/gateway.h"
 #include "options.h"
 #include "log.h"
+#include "net.h"
 #include "reconciler.h"
 #include "registry.h"
 #include "state.h"
@@ -73,14 +74,28 @@ static int set_u32(uint32_t *dst, const char *value, uint32_t min, uint32_t max,
         return 0;
 }
 
+/* A listen address, checked now: a bad one is a usage error before orchd makes its data dir. */
+static int set_listen(char **dst, const char *value, bool may_be_off, char **ret_error)
+{
+        struct sockaddr_storage ss;
+
+        if (!(may_be_off && !*value) && orch_parse_listen(value, &ss, NULL) < 0) {
+                *ret_error = orch_strdup_printf("expected HOST:PORT (an IPv4 address, [an IPv6 address] or a "
+                                                "host name, and a port from 0 to 65535)%s",
+                                                may_be_off ? ", or nothing for off" : "");
+                return -EINVAL;
+        }
+        return orch_option_string(dst, value);
+}
+
 static int set_option(void *userdata, const char *name, const char *value, char **ret_error)
 {
         struct options *o = userdata;
 
         if (streq(name, "api-listen"))
-                return orch_option_string(&o->api_listen, value);
+                return set_listen(&o->api_listen, value, false, ret_error);
         if (streq(name, "agent-listen"))
-                return orch_option_string(&o->agent_listen, value);
+                return set_listen(&o->agent_listen, value, false, ret_error);
         if (streq(name, "data-dir"))
                 return orch_option_string(&o->data_dir, value);
         if (streq(name, "store"))
@@ -96,9 +111,9 @@ static int set_option(void *userdata, const char *name, const char *value, char 
         if (streq(name, "store-no-fsync"))
                 return orch_option_bool(&o->store_no_fsync, value, ret_error);
         if (streq(name, "gateway-listen"))
-                return orch_option_string(&o->gateway_listen, value);
+                return set_listen(&o->gateway_listen, value, true, ret_error);
         if (streq(name, "dns-listen"))
-                return orch_option_string(&o->dns_listen, value);
+                return set_listen(&o->dns_listen, value, true, ret_error);
         if (streq(name, "gateway-workers"))
                 return set_u32(&o->gateway_workers, value, 0, 1024, ret_error);
         if (streq(name, "gateway-access-log"))

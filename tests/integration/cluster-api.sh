@@ -175,3 +175,13 @@ for bad in nonsense 127.0.0.1:99999 'bad host:7071' :7071 ::1 '[::1:7071' '[]:70
 	[ ! -e "$IT_TMP/agent-bad" ] || it_fail "orch-agent --server '$bad' made its data dir"
 done
 it_ok "an agent with a malformed --server (7 kinds) exits 2 and leaves nothing"
+
+# orchd with a malformed listen address: exit 2 with the reason, and no data dir made.
+for flag in --api-listen --agent-listen --gateway-listen --dns-listen; do
+	status=0
+	"$IT_ORCHD_BIN" --data-dir "$IT_TMP/orchd-bad" "$flag" 127.0.0.1:99999 >"$IT_TMP/orchd-bad.out" 2>&1 || status=$?
+	[ "$status" = 2 ] || it_fail "orchd $flag 127.0.0.1:99999 exited $status: $(cat "$IT_TMP/orchd-bad.out")"
+	grep -q -- "'$flag': expected HOST:PORT" "$IT_TMP/orchd-bad.out" || it_fail "no reason for $flag: $(cat "$IT_TMP/orchd-bad.out")"
+	[ ! -e "$IT_TMP/orchd-bad" ] || it_fail "orchd with a bad $flag made its data dir"
+done
+it_ok "orchd with a malformed listen address exits 2 and makes nothing"
