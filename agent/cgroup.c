@@ -823,6 +823,14 @@ int orch_cgroup_open(struct orch_cgroup_root *root, const char *service, const c
         return 0;
 }
 
+bool orch_cgroup_is_complete(const struct orch_cgroup *cg)
+{
+        for (size_t i = 0; i < cg->root->n_h; i++)
+                if (!cg->dir[i])
+                        return false;
+        return true;
+}
+
 /* Calls fn(dir/name) for each subdirectory of dir. */
 static int for_each_subdir(const char *dir, int (*fn)(const char *path, void *userdata), void *userdata)
 {

@@ -95,6 +95,8 @@ int orch_cgroup_create(struct orch_cgroup_root *root, const char *service, const
                        const struct orch_cgroup_limits *limits, struct orch_cgroup **ret, char *reason,
                        size_t reason_size);
 /* Opens an existing instance cgroup (re-adoption, leftovers); -ENOENT when it exists in no hierarchy. */
+/* False for an opened leftover that misses a hierarchy (something removed part of it). */
+bool orch_cgroup_is_complete(const struct orch_cgroup *cg);
 int orch_cgroup_open(struct orch_cgroup_root *root, const char *service, const char *instance,
                      struct orch_cgroup **ret);
 /* Frees memory and descriptors; the cgroup itself stays. Accepts NULL, returns NULL. */

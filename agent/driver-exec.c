@@ -356,9 +356,11 @@ static int exec_start(struct orch_driver_unit *base, pid_t *ret_pid, char *reaso
 
         if (u->spawning)
                 return -EBUSY;
-        /* A unit prepared to adopt a previous agent's instance whose cgroup was gone has none: the
-         * instance is confined like any other before it runs again. */
-        if (u->d->cgroups && !u->cg) {
+        /* A unit prepared to adopt a previous agent's instance whose cgroup was gone has none, or one
+         * that misses a hierarchy (removed in part): the instance is confined like any other before it
+         * runs again, in a cgroup made anew (what is left of the old one is killed and removed). */
+        if (u->d->cgroups && (!u->cg || !orch_cgroup_is_complete(u->cg))) {
+                u->cg = orch_cgroup_free(u->cg);
                 r = unit_make_cgroup(u, reason, reason_size);
                 if (r < 0)
                         return r;

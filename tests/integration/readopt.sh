@@ -141,7 +141,14 @@ grep -q 'broken.yaml:3:10: error: command' "$data/agent-broken.out" || fail "no 
 for d in /sys/fs/cgroup/"$parent" /sys/fs/cgroup/*/"$parent" "$data/agent"; do
 	[ ! -e "$d" ] || fail "an agent refused for its manifest made $d"
 done
-echo "ok - an invalid standalone manifest: exit 1 with its error, nothing made"
+printf '# no service here\n' >"$data/empty.yaml"
+status=0
+"$agent" --standalone --file "$data/empty.yaml" --data-dir "$data/agent" --cgroup-parent "$parent" \
+	--allow-root >"$data/agent-empty.out" 2>&1 || status=$?
+[ "$status" = 1 ] || fail "a standalone manifest without services: exit $status, expected 1"
+grep -q 'hold no services' "$data/agent-empty.out" || fail "no reason for the empty manifest: $(cat "$data/agent-empty.out")"
+[ ! -e "$data/agent" ] || fail "an agent refused for an empty manifest made its data dir"
+echo "ok - an invalid standalone manifest, or one without services: exit 1 with the reason, nothing made"
 
 # --- 1. the first agent starts 50 instances ------------------------------------------------------
 start_agent a
@@ -237,24 +244,33 @@ echo "ok - SIGTERM with --keep-instances: all $N re-adopted by the next agent"
 
 # --- 6b. an instance whose process and cgroup went while no agent ran is confined again ---------------
 # (scripts/demo stop kills the instances and removes their cgroups; the next agent once restarted
-# them without any cgroup, outside every limit)
+# them without any cgroup, outside every limit). ra-log-3 loses its cgroup in every hierarchy,
+# ra-log-4 in one only (an rmdir that failed elsewhere): both must start again, in whole cgroups.
 kill -KILL "$agent_pid"
 wait "$agent_pid" 2>/dev/null || true
-victim=$(pid_of ra-log-3)
-kill -KILL "$victim"
-for d in /sys/fs/cgroup/"$parent"/ra-log/ra-log-3 /sys/fs/cgroup/*/"$parent"/ra-log/ra-log-3; do
+declare -A victims
+for id in ra-log-3 ra-log-4; do
+	victims[$id]=$(pid_of "$id")
+	case "${victims[$id]}" in '' | 0) fail "no pid recorded for $id: $(snapshot | grep "$id")" ;; esac
+	kill -KILL "${victims[$id]}"
+done
+for d in /sys/fs/cgroup/"$parent"/ra-log/ra-log-3 /sys/fs/cgroup/*/"$parent"/ra-log/ra-log-3 \
+	/sys/fs/cgroup/memory/"$parent"/ra-log/ra-log-4; do
 	[ -d "$d" ] || continue
 	wait_for 5 rmdir "$d" 2>/dev/null || fail "cannot remove $d"
 done
 start_agent d
-back() { p=$(pid_of ra-log-3); [ -n "$p" ] && [ "$p" != 0 ] && [ "$p" != "$victim" ] && alive "$p"; }
-wait_for 5 back || fail "ra-log-3 was not started again: $(snapshot | grep ra-log-3)"
-p=$(pid_of ra-log-3)
-# every hierarchy the agent uses holds it in the instance's own cgroup
-grep -E '^[0-9]+:(pids|memory|cpu|cpu,cpuacct|cpuacct,cpu|):' "/proc/$p/cgroup" | while IFS=: read -r _ ctl path; do
-	[ "${path#*"$parent"/ra-log/ra-log-3}" != "$path" ] || fail "restarted ra-log-3 (pid $p) is outside its cgroup in '$ctl': $path"
-done || exit 1
-echo "ok - an instance whose cgroup was removed while no agent ran starts again inside a new one"
+for id in ra-log-3 ra-log-4; do
+	back() { p=$(pid_of "$id"); [ -n "$p" ] && [ "$p" != 0 ] && [ "$p" != "${victims[$id]}" ] && alive "$p"; }
+	wait_for 5 back || fail "$id was not started again: $(snapshot | grep "$id")"
+	p=$(pid_of "$id")
+	# every hierarchy the agent uses holds it in the instance's own cgroup
+	grep -E '^[0-9]+:(pids|memory|cpu|cpuacct|cpu,cpuacct|cpuacct,cpu|):' "/proc/$p/cgroup" |
+		while IFS=: read -r _ ctl path; do
+			[ "${path#*"$parent"/ra-log/"$id"}" != "$path" ] || fail "restarted $id (pid $p) is outside its cgroup in '$ctl': $path"
+		done || exit 1
+done
+echo "ok - instances whose cgroups were removed (wholly, or in one hierarchy) while no agent ran start again inside whole ones"
 
 # --- 7. without --keep-instances, SIGTERM stops them -----------------------------------------------
 kill -TERM "$agent_pid"
