@@ -257,8 +257,16 @@ static int load_standalone(struct agent *a)
         if (r < 0) {
                 orch_diags_print(&diags, stderr);
                 orch_diags_release(&diags);
+                return r;
         }
-        return r;
+        /* what a previous agent left and the manifests do not name is stopped: an empty set (a file of
+         * comments, an empty list) would stop everything, never by accident */
+        if (a->manifest->n_services == 0) {
+                log_error("the manifests hold no services: nothing to run");
+                a->manifest = orch_manifest_free(a->manifest);
+                return -ENOENT;
+        }
+        return 0;
 }
 
 static void run_standalone(struct agent *a)
@@ -460,12 +468,16 @@ int main(int argc, char **argv)
         r = orch_mkdir_p(a.opt.data_dir, 0711);
         if (r < 0) {
                 log_error_errno(r, "cannot create the data dir %s", a.opt.data_dir);
+                orch_manifest_free(a.manifest);
+                options_release(&a.opt);
                 return 1;
         }
         a.loop = uv_default_loop();
         r = orch_cgroup_root_open(a.opt.cgroup_parent, 0, &a.cgroups, reason, sizeof reason);
         if (r < 0) {
                 log_error("cgroups: %s", reason);
+                orch_manifest_free(a.manifest);
+                options_release(&a.opt);
                 return 1;
         }
         log_info("cgroups: %s hierarchy, instances under %s",
