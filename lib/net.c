@@ -19,12 +19,24 @@ static int resolve_listen(const char *host, uint16_t port, struct sockaddr_stora
         struct addrinfo hints = {.ai_socktype = SOCK_STREAM, .ai_flags = AI_PASSIVE | AI_NUMERICHOST};
         struct addrinfo *res = NULL;
 
+        const char *last = strrchr(host, '.');
+        bool numeric_tld;
+
         /* letters, digits, '-' and '.' only */
         for (const char *p = host; *p; p++)
                 if (!((*p >= 'a' && *p <= 'z') || (*p >= 'A' && *p <= 'Z') || (*p >= '0' && *p <= '9') ||
                       *p == '-' || *p == '.'))
                         return -EINVAL;
         if (*host == '-')
+                return -EINVAL;
+        /* no top-level domain is all digits: "256.1.1.1" and "1.2.3.4.5" are mistyped addresses, not
+         * names to ask a resolver about */
+        last = last ? last + 1 : host;
+        numeric_tld = *last != '\0';
+        for (const char *p = last; *p; p++)
+                if (*p < '0' || *p > '9')
+                        numeric_tld = false;
+        if (numeric_tld)
                 return -EINVAL;
         /* a number inet_pton() refused ("1.2.3", "0x7f.1") is a malformed address, not a name, though
          * getaddrinfo() would read it the inet_aton way */

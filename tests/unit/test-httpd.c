@@ -828,7 +828,7 @@ START_TEST(test_ipv6_and_addresses)
 {
         static const char *const bad[] = {"bad host:80", "1.2.3.4",   "[::1]80",  "1.2.3.4:99999",
                                           "[::1:80",      ":80",       "1.2.3:80", "",
-                                          "[::1]:",       "1.2.3.4:-1",  "0x7f.1:80", "0x7f000001:80"};
+                                          "[::1]:",       "1.2.3.4:-1",  "0x7f.1:80", "0x7f000001:80", "256.1.1.1:80", "1.2.3.4.5:80"};
         struct fixture f = {0};
         struct orch_httpd_config cfg = {.listen = "[::1]:0"};
         struct orch_httpd *h;
