@@ -1552,7 +1552,7 @@ static const struct block restart_block = {restart_fields, ELEMENTSOF(restart_fi
 
 static const struct field stop_fields[] = {
         {"signal", F_CUSTOM, .custom = parse_signal},
-        {"timeout", F_DURATION, OFF(stop.timeout_ms), 0, DAY_MS},
+        {"timeout", F_DURATION, OFF(stop.timeout_ms), 0, ORCH_STOP_TIMEOUT_MAX_MS},
 };
 static const struct block stop_block = {stop_fields, ELEMENTSOF(stop_fields), NULL};
 

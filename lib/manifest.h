@@ -27,6 +27,7 @@
 
 #define ORCH_NAME_MAX      63 /* service names: ^[a-z][a-z0-9-]{0,62}$ */
 #define ORCH_REVISION_LEN  16 /* hex characters of the revision hash */
+#define ORCH_STOP_TIMEOUT_MAX_MS (24ULL * 3600 * 1000) /* the longest stop.timeout a manifest may give */
 #define ORCH_MANIFEST_MAX_BYTES (4u * 1024 * 1024) /* one file or API body */
 
 enum orch_restart_policy {

@@ -825,6 +825,17 @@ static void fence_one(struct orch_agent_conn *c, const struct orch_proto_report 
                         c->cap_stops = cap;
                 }
                 c->stops[c->n_stops++] = (struct orch_proto_stop_item){rep->instance, rep->generation};
+                /* the ack comes once the copy is gone: its stop timeout (and the SIGKILL after it) is
+                 * part of the wait, or a slow stop would be taken for a silent agent. A copy orchd does
+                 * not know gets the longest stop timeout a manifest may give. */
+                {
+                        const struct orch_svc_rev *rev =
+                                inst ? orch_state_service_revision(inst->svc, rep->revision) : NULL;
+                        uint64_t t = rev    ? rev->spec->stop.timeout_ms
+                                     : inst ? inst->svc->spec->stop.timeout_ms
+                                            : ORCH_STOP_TIMEOUT_MAX_MS;
+                        c->stop_timeout_ms = MAX(c->stop_timeout_ms, t);
+                }
                 log_info("node %s: stopping %s (generation %" PRIu64 "): %s", c->node->name, rep->instance,
                          rep->generation,
                          act == ORCH_PROTO_FENCE_RESTART ? "restarting at a new generation"
