@@ -99,8 +99,13 @@ struct inst {
         bool stop_requested;     /* stop and forget */
         bool restart_after_stop; /* unhealthy: stop, then restart */
         bool freeing;
-        orch_sv_done_fn done;
-        void *done_userdata;
+        /* who asked for the stop, each told once it is done (a stop asked again while one is under
+         * way, e.g. by orchd's fencing after a reconnect, adds its caller) */
+        struct sv_done {
+                orch_sv_done_fn fn;
+                void *userdata;
+        } *dones;
+        size_t n_dones;
 };
 
 struct cred_cache {
@@ -490,6 +495,7 @@ static void inst_free_now(struct inst *in)
         struct orch_supervisor *sv = in->sv;
 
         spec_unref(sv, in->shared);
+        free(in->dones);
         orch_strv_free(in->envp);
         orch_strv_free(in->argv);
         for (size_t i = 0; i < in->n_ports; i++)
@@ -953,17 +959,18 @@ static void release_resources(struct inst *in, bool remove_files)
 static void inst_forget(struct inst *in)
 {
         struct orch_supervisor *sv = in->sv;
-        orch_sv_done_fn done = in->done;
-        void *ud = in->done_userdata;
+        _cleanup_(freep) struct sv_done *dones = TAKE_PTR(in->dones);
+        size_t n_dones = in->n_dones;
         char *id = strdup(in->id);
 
+        in->n_dones = 0;
         orch_hmap_remove(&sv->instances, &in->hnode);
         sv->n--;
         release_resources(in, true);
         emit(in, true);
         inst_release(in);
-        if (done)
-                done(ud, id ? id : "");
+        for (size_t i = 0; i < n_dones; i++)
+                dones[i].fn(dones[i].userdata, id ? id : "");
         free(id);
 }
 
@@ -1354,10 +1361,16 @@ int orch_supervisor_stop(struct orch_supervisor *sv, const char *id, const char 
 
         if (!in)
                 return -ENOENT;
-        in->done = done;
-        in->done_userdata = userdata;
+        if (done) {
+                struct sv_done *d = reallocarray(in->dones, in->n_dones + 1, sizeof *d);
+
+                if (!d)
+                        return -ENOMEM;
+                in->dones = d;
+                in->dones[in->n_dones++] = (struct sv_done){done, userdata};
+        }
         if (in->stop_requested)
-                return 0; /* already on its way; the newest callback is called */
+                return 0; /* already on its way: every caller is told when it is done */
         in->stop_requested = true;
         in->restart_after_stop = false;
         if (!in->active) {

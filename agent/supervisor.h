@@ -103,7 +103,8 @@ typedef void (*orch_sv_done_fn)(void *userdata, const char *id);
 /*
  * Stops an instance and forgets it: stop signal, stop timeout, SIGKILL to everything left in its
  * cgroup, cgroup removed, ports released, work dir and logs removed. `done` (may be NULL) runs
- * when all of that is finished. -ENOENT for an unknown id (done is not called).
+ * when all of that is finished; a stop asked again while one is under way adds its `done`, and
+ * each runs once. -ENOENT for an unknown id, -ENOMEM (done is not called).
  */
 int orch_supervisor_stop(struct orch_supervisor *sv, const char *id, const char *reason,
                          orch_sv_done_fn done, void *userdata);

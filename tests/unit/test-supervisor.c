@@ -214,6 +214,41 @@ START_TEST(test_start_stop)
 }
 END_TEST
 
+static void count_done(void *userdata, const char *id)
+{
+        int *n = userdata;
+
+        ck_assert_str_eq(id, "slow-0");
+        (*n)++;
+}
+
+/* A stop asked again while one is under way (orchd fencing after a reconnect): every caller is told,
+ * once, when the instance is gone. */
+START_TEST(test_stop_twice_tells_both)
+{
+        struct fixture f;
+        char reason[256];
+        int first = 0, second = 0;
+
+        setup(&f);
+        /* ignores SIGTERM for a while: the second stop comes while the first is under way */
+        ck_assert_int_eq(start(&f, "slow-0",
+                               "kind: service\nname: slow\nuser: root\n"
+                               "command: \"trap '' TERM; sleep 300\"\nstop: {timeout: 600ms}\n",
+                               reason),
+                         0);
+        ck_assert(run_until(&f, is_running, 3000));
+        ck_assert_int_eq(orch_supervisor_stop(f.sv, "slow-0", "first", count_done, &first), 0);
+        ck_assert(!run_until(&f, is_forgotten, 200));
+        ck_assert_int_eq(orch_supervisor_stop(f.sv, "slow-0", "second", count_done, &second), 0);
+        ck_assert_int_eq(first + second, 0);
+        ck_assert(run_until(&f, is_forgotten, 5000));
+        ck_assert_int_eq(first, 1);
+        ck_assert_int_eq(second, 1);
+        teardown(&f);
+}
+END_TEST
+
 static bool five_restarts(struct fixture *f)
 {
         return f->n > 0 && f->recs[f->n - 1].restarts >= 5 &&
@@ -501,6 +536,7 @@ static Suite *supervisor_suite(void)
 
         tcase_set_timeout(tc, 60);
         tcase_add_test(tc, test_start_stop);
+        tcase_add_test(tc, test_stop_twice_tells_both);
         tcase_add_test(tc, test_crash_loop_backoff);
         tcase_add_test(tc, test_one_state_write_per_transition);
         tcase_add_test(tc, test_shared_specs_readopted);
