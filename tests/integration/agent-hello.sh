@@ -18,7 +18,7 @@ mkdir -p "$IT_ORCHD_DATA"
 (umask 077 && echo "it-join-token-$IT_ID" >"$IT_ORCHD_DATA/join.token")
 
 "$IT_PY" - "$IT_AGENT_ADDR" >"$IT_TMP/fake-orchd.log" 2>&1 <<'EOF' &
-import json, socket, sys, time
+import json, os, socket, sys, time
 
 host, port = sys.argv[1].rsplit(":", 1)
 srv = socket.socket()
@@ -115,11 +115,19 @@ say("calm-0 running; dropping the connection")
 c.s.close()
 c = Conn()
 hello = c.until("third hello", lambda m: m["type"] == "hello", 10)
+calm_pid = {i["instance"]: i.get("pid") for i in hello.get("instances") or []}.get("calm-0")
+if not calm_pid:
+    sys.exit("FAIL: the third hello has no pid for calm-0: %r" % hello.get("instances"))
 c.send({"type": "stop", "id": 5, "instances": [{"instance": "calm-0", "generation": 1}], "reason": "fenced"})
 ack = c.until("the ack of the stop, before any welcome", lambda m: m["type"] == "ack" and m["id"] == 5, 5)
 say("stop acked before the welcome:", ack)
 if not ack.get("ok"):
     sys.exit("FAIL: the stop was refused: %r" % ack)
+try:
+    os.kill(calm_pid, 0)
+    sys.exit("FAIL: the stop was acked while calm-0 (pid %d) still ran" % calm_pid)
+except ProcessLookupError:
+    pass
 c.welcome()
 print("PASS", flush=True)
 EOF

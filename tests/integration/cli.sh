@@ -365,8 +365,11 @@ run 0 delete -f more.yaml web.yaml --ignore-not-found
 [ "$(cat "$tmp/out")" = "api deleted" ] || fail "delete -f output: $(cat "$tmp/out")"
 run 2 delete
 # with -f every argument is a path: 'web' is no file, so nothing is deleted
+run 0 apply -f more.yaml
 run 1 delete web -f more.yaml
-expect_line "$tmp/err" "web"
+expect_line "$tmp/err" "^web: error: cannot read"
+run 0 get services api
+run 0 delete -f more.yaml
 
 # --- usage and help -------------------------------------------------------------------------------
 run 2

@@ -164,7 +164,7 @@ it_ok "garbage, binary, oversized, bad token, no hello, bad node name: each refu
 # An agent with a malformed --server exits 2 with the reason before it makes anything.
 for bad in nonsense 127.0.0.1:99999 'bad host:7071' :7071 ::1 '[::1:7071' '[]:7071'; do
 	status=0
-	"$IT_AGENT_BIN" --server "$bad" --name bad-node --data-dir "$IT_TMP/agent-bad" \
+	timeout 10 "$IT_AGENT_BIN" --server "$bad" --name bad-node --data-dir "$IT_TMP/agent-bad" \
 		--cgroup-parent "/orch-it-$IT_ID-9" --join-token-file "$IT_ORCHD_DATA/join.token" \
 		>"$IT_TMP/agent-bad.out" 2>&1 || status=$?
 	[ "$status" = 2 ] || it_fail "orch-agent --server '$bad' exited $status: $(cat "$IT_TMP/agent-bad.out")"
@@ -179,7 +179,7 @@ it_ok "an agent with a malformed --server (7 kinds) exits 2 and leaves nothing"
 # orchd with a malformed listen address: exit 2 with the reason, and no data dir made.
 for flag in --api-listen --agent-listen --gateway-listen --dns-listen; do
 	status=0
-	"$IT_ORCHD_BIN" --data-dir "$IT_TMP/orchd-bad" "$flag" 127.0.0.1:99999 >"$IT_TMP/orchd-bad.out" 2>&1 || status=$?
+	timeout 10 "$IT_ORCHD_BIN" --data-dir "$IT_TMP/orchd-bad" "$flag" 127.0.0.1:99999 >"$IT_TMP/orchd-bad.out" 2>&1 || status=$?
 	[ "$status" = 2 ] || it_fail "orchd $flag 127.0.0.1:99999 exited $status: $(cat "$IT_TMP/orchd-bad.out")"
 	grep -q -- "'$flag': expected HOST:PORT" "$IT_TMP/orchd-bad.out" || it_fail "no reason for $flag: $(cat "$IT_TMP/orchd-bad.out")"
 	[ ! -e "$IT_TMP/orchd-bad" ] || it_fail "orchd with a bad $flag made its data dir"
