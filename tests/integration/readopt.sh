@@ -131,23 +131,21 @@ alive() {
 
 pid_of() { snapshot | awk -v id="$1" '$1 == id {print $2}'; }
 
-# --- 0. a manifest that does not validate: exit 1 with its errors, before anything is made ----------
-printf 'kind: service\nname: broken\ncommand: []\n' >"$data/broken.yaml"
-status=0
-"$agent" --standalone --file "$data/broken.yaml" --data-dir "$data/agent" --cgroup-parent "$parent" \
-	--allow-root >"$data/agent-broken.out" 2>&1 || status=$?
-[ "$status" = 1 ] || fail "an invalid standalone manifest: exit $status, expected 1"
-grep -q 'broken.yaml:3:10: error: command' "$data/agent-broken.out" || fail "no error for the manifest: $(cat "$data/agent-broken.out")"
-for d in /sys/fs/cgroup/"$parent" /sys/fs/cgroup/*/"$parent" "$data/agent"; do
-	[ ! -e "$d" ] || fail "an agent refused for its manifest made $d"
-done
-printf '# no service here\n' >"$data/empty.yaml"
-status=0
-"$agent" --standalone --file "$data/empty.yaml" --data-dir "$data/agent" --cgroup-parent "$parent" \
-	--allow-root >"$data/agent-empty.out" 2>&1 || status=$?
-[ "$status" = 1 ] || fail "a standalone manifest without services: exit $status, expected 1"
-grep -q 'hold no services' "$data/agent-empty.out" || fail "no reason for the empty manifest: $(cat "$data/agent-empty.out")"
-[ ! -e "$data/agent" ] || fail "an agent refused for an empty manifest made its data dir"
+# --- 0. manifests it cannot run: exit 1 with the reason, before anything is made --------------------
+# refused NAME CONTENT EXPECTED-OUTPUT
+refused() {
+	local status=0 d
+	printf '%b' "$2" >"$data/$1.yaml"
+	"$agent" --standalone --file "$data/$1.yaml" --data-dir "$data/agent" --cgroup-parent "$parent" \
+		--allow-root >"$data/agent-$1.out" 2>&1 || status=$?
+	[ "$status" = 1 ] || fail "standalone manifest $1: exit $status, expected 1"
+	grep -qF -- "$3" "$data/agent-$1.out" || fail "standalone manifest $1: no '$3' in: $(cat "$data/agent-$1.out")"
+	for d in /sys/fs/cgroup/"$parent" /sys/fs/cgroup/*/"$parent" "$data/agent"; do
+		[ ! -e "$d" ] || fail "an agent refused for its manifest $1 made $d"
+	done
+}
+refused broken 'kind: service\nname: broken\ncommand: []\n' 'broken.yaml:3:10: error: command'
+refused empty '# no service here\n' 'hold no services'
 echo "ok - an invalid standalone manifest, or one without services: exit 1 with the reason, nothing made"
 
 # --- 1. the first agent starts 50 instances ------------------------------------------------------
