@@ -51,6 +51,8 @@ cleanup() {
 	[ -n "$agent_pid" ] && kill -KILL "$agent_pid" 2>/dev/null
 	wait 2>/dev/null || true
 	kill_cgroups
+	# and a copy that escaped its cgroup (what section 6b guards against)
+	pkill -KILL -f "^$testprog( |\$)" 2>/dev/null || true
 	rm -rf "$data"
 }
 trap cleanup EXIT
