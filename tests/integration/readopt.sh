@@ -26,6 +26,11 @@ parent=orch-test-readopt-$$
 data=$(mktemp -d /tmp/orch-readopt.XXXXXX)
 chmod 755 "$data"
 agent_pid=
+# a copy of its own, so that the clean-up can kill every process of it without touching another
+# test's (make check runs several at once)
+mkdir "$data/bin"
+install -m 0755 "$testprog" "$data/bin/orch-testprog"
+testprog=$data/bin/orch-testprog
 
 # Everything in the test's cgroups dies, and the cgroups go (also after a failure half-way).
 kill_cgroups() {
