@@ -9,6 +9,7 @@
 #include "json.h"
 #include "log.h"
 #include "logs.h"
+#include "net.h"
 #include "proto.h"
 #include "util.h"
 #include "banned.h"
@@ -879,53 +880,36 @@ static void schedule_reconnect(struct orch_conn *c)
         uv_timer_start(&c->retry, retry_cb, c->backoff_ms / 2 + jitter % (c->backoff_ms / 2 + 1), 0);
 }
 
+/* a DNS name is at most 253 characters; an IPv6 address with a zone, far less */
+#define ORCH_CONN_HOST_MAX 253
+
 bool orch_conn_server_valid(const char *server)
 {
-        const char *colon = server ? strrchr(server, ':') : NULL, *host = server, *end = colon;
-        uint64_t port;
+        char host[ORCH_CONN_HOST_MAX + 1];
+        uint16_t port;
 
-        if (!colon || orch_parse_u64(colon + 1, &port) < 0 || port < 1 || port > 65535)
-                return false;
-        /* [IPv6]:PORT: brackets around the whole host, colons only inside them */
-        if (*host == '[') {
-                if (end - host < 3 || end[-1] != ']')
-                        return false;
-                host++;
-                end--;
-        }
-        if (host == end)
-                return false;
-        for (const char *p = host; p < end; p++)
-                if ((unsigned char)*p <= ' ' || *p == 0x7f || *p == '[' || *p == ']' ||
-                    (*p == ':' && *server != '['))
-                        return false;
-        return true;
+        return orch_split_host_port(server, host, sizeof host, &port) >= 0 && port > 0;
 }
 
 int orch_conn_new(uv_loop_t *loop, struct orch_supervisor *sv, struct orch_logs *logs,
                   const struct orch_conn_config *cfg, struct orch_conn **ret)
 {
+        char host[ORCH_CONN_HOST_MAX + 1];
         struct orch_conn *c;
-        const char *colon;
+        uint16_t port;
 
-        if (!orch_conn_server_valid(cfg->server))
+        if (orch_split_host_port(cfg->server, host, sizeof host, &port) < 0 || port == 0)
                 return -EINVAL;
         c = calloc(1, sizeof *c);
         if (!c)
                 return -ENOMEM;
-        colon = strrchr(cfg->server, ':');
-        c->server_host = strndup(cfg->server, (size_t)(colon - cfg->server));
-        c->server_port = strdup(colon + 1);
+        c->server_host = strdup(host); /* [::1]:7071 without its brackets */
+        c->server_port = orch_strdup_printf("%u", port);
         if (!c->server_host || !c->server_port) {
                 free(c->server_host);
                 free(c->server_port);
                 free(c);
                 return -ENOMEM;
-        }
-        /* [::1]:7071 */
-        if (c->server_host[0] == '[' && orch_endswith(c->server_host, "]")) {
-                memmove(c->server_host, c->server_host + 1, strlen(c->server_host));
-                c->server_host[strlen(c->server_host) - 1] = '\0';
         }
         c->loop = loop;
         c->sv = sv;

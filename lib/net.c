@@ -68,41 +68,43 @@ static int resolve_listen(const char *host, uint16_t port, struct sockaddr_stora
         return -EINVAL;
 }
 
+int orch_split_host_port(const char *s, char *host, size_t host_size, uint16_t *ret_port)
+{
+        const char *colon = s ? strrchr(s, ':') : NULL, *h = s, *end = colon;
+        uint32_t port;
+
+        if (!colon || orch_parse_u32(colon + 1, &port) < 0 || port > 65535)
+                return -EINVAL;
+        /* [IPv6]:PORT: brackets around the whole host, colons only inside them */
+        if (*h == '[') {
+                if (end - h < 3 || end[-1] != ']')
+                        return -EINVAL;
+                h++;
+                end--;
+        }
+        if (h == end || (size_t)(end - h) >= host_size)
+                return -EINVAL;
+        for (const char *p = h; p < end; p++)
+                if ((unsigned char)*p <= ' ' || *p == 0x7f || *p == '[' || *p == ']' || (*p == ':' && *s != '['))
+                        return -EINVAL;
+        memcpy(host, h, (size_t)(end - h));
+        host[end - h] = '\0';
+        *ret_port = (uint16_t)port;
+        return 0;
+}
+
 int orch_parse_listen(const char *s, struct sockaddr_storage *ret, socklen_t *ret_len)
 {
         char host[256];
-        const char *colon, *h = s;
-        bool v6;
-        size_t hlen;
-        uint32_t port;
+        uint16_t port;
 
-        if (!s)
-                return -EINVAL;
-        v6 = *s == '[';
-        if (v6) {
-                const char *end = strchr(s, ']');
-                if (!end || end[1] != ':')
-                        return -EINVAL;
-                h = s + 1;
-                hlen = (size_t)(end - h);
-                colon = end + 1;
-        } else {
-                colon = strrchr(s, ':');
-                if (!colon)
-                        return -EINVAL;
-                hlen = (size_t)(colon - s);
-        }
-        if (hlen == 0 || hlen >= sizeof host)
-                return -EINVAL;
-        memcpy(host, h, hlen);
-        host[hlen] = '\0';
-        if (orch_parse_u32(colon + 1, &port) < 0 || port > 65535)
+        if (orch_split_host_port(s, host, sizeof host, &port) < 0)
                 return -EINVAL;
         memset(ret, 0, sizeof *ret);
-        if (v6) {
+        if (*s == '[') {
                 struct sockaddr_in6 *a = (struct sockaddr_in6 *)ret;
                 a->sin6_family = AF_INET6;
-                a->sin6_port = htons((uint16_t)port);
+                a->sin6_port = htons(port);
                 if (inet_pton(AF_INET6, host, &a->sin6_addr) != 1)
                         return -EINVAL;
                 if (ret_len)
@@ -110,9 +112,9 @@ int orch_parse_listen(const char *s, struct sockaddr_storage *ret, socklen_t *re
         } else {
                 struct sockaddr_in *a = (struct sockaddr_in *)ret;
                 a->sin_family = AF_INET;
-                a->sin_port = htons((uint16_t)port);
+                a->sin_port = htons(port);
                 if (inet_pton(AF_INET, host, &a->sin_addr) != 1)
-                        return resolve_listen(host, (uint16_t)port, ret, ret_len);
+                        return resolve_listen(host, port, ret, ret_len);
                 if (ret_len)
                         *ret_len = sizeof *a;
         }
